@@ -1,0 +1,306 @@
+"""``dbha lab ...``: build, inspect, fault and tear down the local lab (root, Linux)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from dbha.errors import DbhaError
+from dbha.lab import topology as topo
+from dbha.lab.layout import DEFAULT_ROOT
+
+
+class LabContext:
+    def __init__(self, prefix: str, base: Path) -> None:
+        self.prefix, self.base = prefix, base
+
+    def lab(self) -> Any:
+        from dbha.lab.core import Lab
+
+        if os.geteuid() != 0:
+            raise click.ClickException("the lab needs root (network namespaces)")
+        try:
+            return Lab(self.prefix, self.base)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pass_ctx(fn: F) -> F:
+    """Give a lab command its --prefix and --dir options, as a LabContext."""
+
+    @click.option("--prefix", default=topo.DEFAULT_PREFIX, show_default=True,
+                  envvar="DBHA_LAB_PREFIX",
+                  help="Name prefix of the lab's namespaces (two labs need two prefixes).")
+    @click.option("--dir", "base", default=str(DEFAULT_ROOT), show_default=True,
+                  type=click.Path(file_okay=False), help="Where labs keep their files.")
+    @functools.wraps(fn)
+    def wrapper(*args: Any, prefix: str, base: str, **kwargs: Any) -> Any:
+        return fn(LabContext(prefix, Path(base)), *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(exc: DbhaError) -> None:
+    raise click.ClickException(str(exc))
+
+
+@click.group("lab")
+def lab() -> None:
+    """The local lab: hosts a, b (databases) and c (client) as network namespaces,
+    a PostgreSQL pair (primary a) and a MariaDB pair (primary b), real replication.
+
+    Every subcommand takes --prefix (or DBHA_LAB_PREFIX) to pick the lab."""
+
+
+@lab.command()
+def install() -> None:
+    """Install the Debian packages the lab needs (no server is started)."""
+    from dbha.lab import packages
+
+    try:
+        done = packages.ensure()
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"installed: {', '.join(done)}" if done else "everything is installed")
+
+
+@lab.command()
+@click.option("--sync/--async", "sync", default=None,
+              help="Synchronous replication for both pairs (default: keep, else async).")
+@pass_ctx
+def up(c: LabContext, sync: bool | None) -> None:
+    """Build the lab, or repair what is missing (idempotent)."""
+    try:
+        t = c.lab().up(sync=sync)
+    except DbhaError as exc:
+        _fail(exc)
+    steps = ", ".join(f"{k} {v:.1f}s" for k, v in t.steps)
+    click.echo(f"lab {c.prefix} is up in {t.total:.1f}s ({steps})")
+
+
+@lab.command()
+@pass_ctx
+def down(c: LabContext) -> None:
+    """Remove the lab: its processes (by PID), namespaces and files."""
+    try:
+        t = c.lab().down()
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"lab {c.prefix} is down in {t.total:.1f}s")
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--no-proof", is_flag=True, help="Skip the write proof.")
+@pass_ctx
+def status(c: LabContext, as_json: bool, no_proof: bool) -> None:
+    """Namespaces, links, each database's role and replication, and a write proof.
+
+    Exit 0 only when the lab is healthy."""
+    try:
+        st = c.lab().status(proof=not no_proof)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(json.dumps(st, indent=2, default=str) if as_json else render_status(st))
+    sys.exit(0 if st["healthy"] else 1)
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("host")
+@click.argument("argv", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_ctx
+def exec_(c: LabContext, host: str, argv: tuple[str, ...]) -> None:
+    """Run a command on a lab host: dbha lab exec HOST -- CMD..."""
+    try:
+        full = c.lab().exec_argv(host, list(argv))
+    except DbhaError as exc:
+        _fail(exc)
+    os.execvp(full[0], full)
+
+
+@lab.group()
+def fault() -> None:
+    """Inject faults: host deaths, link cuts, netem, isolation, database kills and hangs."""
+
+
+@fault.command("kill-host")
+@click.argument("host")
+@pass_ctx
+def kill_host(c: LabContext, host: str) -> None:
+    """HOST dies: all its processes are frozen and killed, its links go down."""
+    try:
+        pids = c.lab().kill_host(host)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: killed {len(pids)} processes, links down")
+
+
+@fault.command("isolate")
+@click.argument("host")
+@pass_ctx
+def isolate(c: LabContext, host: str) -> None:
+    """All of HOST's links go down; its processes keep running."""
+    try:
+        c.lab().isolate(host)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: isolated")
+
+
+@fault.command("link-down")
+@click.argument("host")
+@click.argument("path")
+@pass_ctx
+def link_down(c: LabContext, host: str, path: str) -> None:
+    """Cut HOST's link on PATH (lan or hb)."""
+    try:
+        c.lab().link(host, path, up=False)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: {path} down")
+
+
+@fault.command("link-up")
+@click.argument("host")
+@click.argument("path")
+@pass_ctx
+def link_up(c: LabContext, host: str, path: str) -> None:
+    """Restore HOST's link on PATH."""
+    try:
+        c.lab().link(host, path, up=True)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: {path} up")
+
+
+@fault.command("netem")
+@click.argument("host")
+@click.argument("path")
+@click.argument("spec")
+@pass_ctx
+def netem(c: LabContext, host: str, path: str, spec: str) -> None:
+    """Impair HOST's traffic on PATH both ways, e.g. 'loss 30% delay 100ms 100ms'."""
+    try:
+        c.lab().netem(host, path, spec)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: {path} impaired ({spec})")
+
+
+@fault.command("kill-db")
+@click.argument("host")
+@click.argument("service", type=click.Choice(list(topo.SERVICES)))
+@pass_ctx
+def kill_db(c: LabContext, host: str, service: str) -> None:
+    """SIGKILL the SERVICE's server on HOST (the whole server process tree)."""
+    try:
+        pids = c.lab().kill_db(host, service)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: {service} killed ({len(pids)} processes)")
+
+
+@fault.command("stop-db")
+@click.argument("host")
+@click.argument("service", type=click.Choice(list(topo.SERVICES)))
+@pass_ctx
+def stop_db(c: LabContext, host: str, service: str) -> None:
+    """SIGSTOP the SERVICE's server on HOST: it hangs until heal."""
+    try:
+        pids = c.lab().stop_db(host, service)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: {service} stopped ({len(pids)} processes)")
+
+
+@click.command("heal")
+@pass_ctx
+def heal(c: LabContext) -> None:
+    """Undo every fault: links up, impairments removed, servers resumed or restarted."""
+    try:
+        done = c.lab().heal()
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo("healed" + (": " + "; ".join(done) if done else ""))
+
+
+fault.add_command(heal)
+lab.add_command(heal)
+
+
+@lab.command()
+@pass_ctx
+def demo(c: LabContext) -> None:
+    """Bring the lab up, show its status, prove writes replicate on both engines,
+    and tear it down."""
+    the_lab = c.lab()
+    ok = False
+    try:
+        click.echo(f"== dbha lab up (prefix {c.prefix})")
+        t = the_lab.up()
+        click.echo(f"   up in {t.total:.1f}s: " + ", ".join(f"{k} {v:.1f}s" for k, v in t.steps))
+        click.echo("== dbha lab status")
+        st = the_lab.status()
+        click.echo(render_status(st))
+        for name, svc in st["services"].items():
+            proof = svc.get("write_proof") or {}
+            if proof.get("ok"):
+                click.echo(f"== {name}: row {proof['token']} written on {proof['written_on']}, "
+                           f"read back on {', '.join(proof['read_on'])} in {proof['seconds']}s")
+        ok = st["healthy"]
+    except DbhaError as exc:
+        click.echo(f"demo failed: {exc}", err=True)
+    finally:
+        click.echo("== dbha lab down")
+        t = the_lab.down()
+        click.echo(f"   down in {t.total:.1f}s")
+    sys.exit(0 if ok else 1)
+
+
+def render_status(st: dict[str, Any]) -> str:
+    out = [f"lab {st['prefix']}: {'healthy' if st['healthy'] else 'NOT healthy'}"
+           f"  ({'sync' if st['sync'] else 'async'} replication, gateway {st['gateway']})"]
+    out.append("hosts:")
+    for host, h in st["hosts"].items():
+        if not h["exists"]:
+            out.append(f"  {host:3} {h['namespace']:12} MISSING")
+            continue
+        links = "  ".join(f"{n} {','.join(v['addresses']) or '-'} {'up' if v['up'] else 'DOWN'}"
+                          for n, v in h["links"].items() if n != "lo")
+        out.append(f"  {host:3} {h['namespace']:12} {links}")
+    for name, s in st["services"].items():
+        out.append(f"{name} ({s['engine']}): primary {s['primary'] or '?'}, "
+                   f"vip {s['vip']}:{s['port']}, database {s['database']}, user {s['user']}")
+        for host, n in s["nodes"].items():
+            if n["role"] == "primary":
+                reps = ", ".join(f"{r.get('name')}"
+                                 + (f" {r['state']} {r['sync_state']} lag {r['lag_bytes']} B"
+                                    if "state" in r else "")
+                                 for r in n.get("replicas", [])) or "none"
+                extra = f"{'writable' if n.get('writable') else 'READ-ONLY'}, at {n.get('position')}, replicas: {reps}"
+            elif n["role"] == "replica":
+                lag = (f"lag {n['lag_bytes']} B" if n.get("lag_bytes") is not None
+                       else f"lag {n.get('lag_seconds')} s")
+                extra = (f"{'streaming' if n.get('streaming') else 'NOT streaming'} from "
+                         f"{n.get('upstream')}, at {n.get('position')}, {lag}")
+            else:
+                extra = n.get("error", "")
+            out.append(f"  {host}  {n['role']:8} pid {n.get('pid')}  {extra}")
+        proof = s.get("write_proof")
+        if proof:
+            out.append(f"  write proof: {'ok in ' + str(proof['seconds']) + 's' if proof['ok'] else 'FAILED: ' + proof['error']}")
+    if st["netem"]:
+        out.append("netem: " + ", ".join(st["netem"]))
+    for p in st["problems"]:
+        out.append(f"problem: {p}")
+    return "\n".join(out)

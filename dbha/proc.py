@@ -1,0 +1,50 @@
+"""Run external commands with a bound on every wait.
+
+The one place dbha starts a short-lived process and waits for it. Every call
+has a timeout; subprocess and OS errors are mapped to dbha's own exceptions.
+Secrets go on standard input or in files, never in ``argv`` (visible in ps).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from dbha.errors import CommandFailed, CommandTimeout
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float,
+    input: str | None = None,
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    cwd: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` and wait at most ``timeout`` seconds.
+
+    Returns the completed process (text mode, output captured). Raises
+    CommandTimeout if it does not finish in time (the process is killed),
+    CommandFailed if it cannot be started or, with ``check``, exits non-zero.
+    """
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(env) if env is not None else None,
+            cwd=cwd,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise CommandTimeout(f"{argv[0]}: no answer within {timeout:g} s") from exc
+    except OSError as exc:
+        raise CommandFailed(f"{argv[0]}: cannot start: {exc.strerror or exc}") from exc
+    if check and proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        tail = detail[-1] if detail else "no output"
+        raise CommandFailed(f"{' '.join(argv[:4])}: exit {proc.returncode}: {tail}")
+    return proc
