@@ -34,8 +34,14 @@ def config_group() -> None:
 
 
 @config_group.command("check")
-@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False),
-              help="The TOML config file of one supervised service on this node.")
+@click.option(
+    "-c",
+    "--config",
+    "path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The TOML config file of one supervised service on this node.",
+)
 def config_check(path: str) -> None:
     """Validate a config: print every problem (exit 1) or a short summary (exit 0)."""
     from dbha import config
@@ -52,6 +58,7 @@ def config_check(path: str) -> None:
 
 
 # ------------------------------------------------------------------------ lab
+
 
 def _register_lab() -> None:
     from dbha.lab.cli import lab

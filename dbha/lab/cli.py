@@ -6,8 +6,8 @@ import functools
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -38,11 +38,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 def pass_ctx(fn: F) -> F:
     """Give a lab command its --prefix and --dir options, as a LabContext."""
 
-    @click.option("--prefix", default=topo.DEFAULT_PREFIX, show_default=True,
-                  envvar="DBHA_LAB_PREFIX",
-                  help="Name prefix of the lab's namespaces (two labs need two prefixes).")
-    @click.option("--dir", "base", default=str(DEFAULT_ROOT), show_default=True,
-                  type=click.Path(file_okay=False), help="Where labs keep their files.")
+    @click.option(
+        "--prefix",
+        default=topo.DEFAULT_PREFIX,
+        show_default=True,
+        envvar="DBHA_LAB_PREFIX",
+        help="Name prefix of the lab's namespaces (two labs need two prefixes).",
+    )
+    @click.option(
+        "--dir",
+        "base",
+        default=str(DEFAULT_ROOT),
+        show_default=True,
+        type=click.Path(file_okay=False),
+        help="Where labs keep their files.",
+    )
     @functools.wraps(fn)
     def wrapper(*args: Any, prefix: str, base: str, **kwargs: Any) -> Any:
         return fn(LabContext(prefix, Path(base)), *args, **kwargs)
@@ -75,8 +85,12 @@ def install() -> None:
 
 
 @lab.command()
-@click.option("--sync/--async", "sync", default=None,
-              help="Synchronous replication for both pairs (default: keep, else async).")
+@click.option(
+    "--sync/--async",
+    "sync",
+    default=None,
+    help="Synchronous replication for both pairs (default: keep, else async).",
+)
 @pass_ctx
 def up(c: LabContext, sync: bool | None) -> None:
     """Build the lab, or repair what is missing (idempotent)."""
@@ -255,8 +269,10 @@ def demo(c: LabContext) -> None:
         for name, svc in st["services"].items():
             proof = svc.get("write_proof") or {}
             if proof.get("ok"):
-                click.echo(f"== {name}: row {proof['token']} written on {proof['written_on']}, "
-                           f"read back on {', '.join(proof['read_on'])} in {proof['seconds']}s")
+                click.echo(
+                    f"== {name}: row {proof['token']} written on {proof['written_on']}, "
+                    f"read back on {', '.join(proof['read_on'])} in {proof['seconds']}s"
+                )
         ok = st["healthy"]
     except DbhaError as exc:
         click.echo(f"demo failed: {exc}", err=True)
@@ -268,37 +284,59 @@ def demo(c: LabContext) -> None:
 
 
 def render_status(st: dict[str, Any]) -> str:
-    out = [f"lab {st['prefix']}: {'healthy' if st['healthy'] else 'NOT healthy'}"
-           f"  ({'sync' if st['sync'] else 'async'} replication, gateway {st['gateway']})"]
+    out = [
+        f"lab {st['prefix']}: {'healthy' if st['healthy'] else 'NOT healthy'}"
+        f"  ({'sync' if st['sync'] else 'async'} replication, gateway {st['gateway']})"
+    ]
     out.append("hosts:")
     for host, h in st["hosts"].items():
         if not h["exists"]:
             out.append(f"  {host:3} {h['namespace']:12} MISSING")
             continue
-        links = "  ".join(f"{n} {','.join(v['addresses']) or '-'} {'up' if v['up'] else 'DOWN'}"
-                          for n, v in h["links"].items() if n != "lo")
+        links = "  ".join(
+            f"{n} {','.join(v['addresses']) or '-'} {'up' if v['up'] else 'DOWN'}"
+            for n, v in h["links"].items()
+            if n != "lo"
+        )
         out.append(f"  {host:3} {h['namespace']:12} {links}")
     for name, s in st["services"].items():
-        out.append(f"{name} ({s['engine']}): primary {s['primary'] or '?'}, "
-                   f"vip {s['vip']}:{s['port']}, database {s['database']}, user {s['user']}")
+        out.append(
+            f"{name} ({s['engine']}): primary {s['primary'] or '?'}, "
+            f"vip {s['vip']}:{s['port']}, database {s['database']}, user {s['user']}"
+        )
         for host, n in s["nodes"].items():
             if n["role"] == "primary":
-                reps = ", ".join(f"{r.get('name')}"
-                                 + (f" {r['state']} {r['sync_state']} lag {r['lag_bytes']} B"
-                                    if "state" in r else "")
-                                 for r in n.get("replicas", [])) or "none"
-                extra = f"{'writable' if n.get('writable') else 'READ-ONLY'}, at {n.get('position')}, replicas: {reps}"
+                reps = (
+                    ", ".join(
+                        f"{r.get('name')}"
+                        + (
+                            f" {r['state']} {r['sync_state']} lag {r['lag_bytes']} B"
+                            if "state" in r
+                            else ""
+                        )
+                        for r in n.get("replicas", [])
+                    )
+                    or "none"
+                )
+                mode = "writable" if n.get("writable") else "READ-ONLY"
+                extra = f"{mode}, at {n.get('position')}, replicas: {reps}"
             elif n["role"] == "replica":
-                lag = (f"lag {n['lag_bytes']} B" if n.get("lag_bytes") is not None
-                       else f"lag {n.get('lag_seconds')} s")
-                extra = (f"{'streaming' if n.get('streaming') else 'NOT streaming'} from "
-                         f"{n.get('upstream')}, at {n.get('position')}, {lag}")
+                lag = (
+                    f"lag {n['lag_bytes']} B"
+                    if n.get("lag_bytes") is not None
+                    else f"lag {n.get('lag_seconds')} s"
+                )
+                extra = (
+                    f"{'streaming' if n.get('streaming') else 'NOT streaming'} from "
+                    f"{n.get('upstream')}, at {n.get('position')}, {lag}"
+                )
             else:
                 extra = n.get("error", "")
             out.append(f"  {host}  {n['role']:8} pid {n.get('pid')}  {extra}")
         proof = s.get("write_proof")
         if proof:
-            out.append(f"  write proof: {'ok in ' + str(proof['seconds']) + 's' if proof['ok'] else 'FAILED: ' + proof['error']}")
+            res = f"ok in {proof['seconds']}s" if proof["ok"] else f"FAILED: {proof['error']}"
+            out.append(f"  write proof: {res}")
     if st["netem"]:
         out.append("netem: " + ", ".join(st["netem"]))
     for p in st["problems"]:

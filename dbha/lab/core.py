@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from dbha.errors import LabError
-from dbha.lab import net, packages
+from dbha.lab import net, packages, procs
 from dbha.lab import topology as topo
 from dbha.lab.layout import DEFAULT_ROOT, Layout
 from dbha.lab.maria import MariaNode, wait_replicating
@@ -58,8 +58,11 @@ class Lab:
             raise LabError(f"unknown service {service!r} (known: {', '.join(topo.SERVICES)})")
         if host not in topo.DB_HOSTS:
             raise LabError(f"host {host!r} runs no database (database hosts: a, b)")
-        return PgNode(self.prefix, self.layout, host) if service == "pg" else \
-            MariaNode(self.prefix, self.layout, host)
+        return (
+            PgNode(self.prefix, self.layout, host)
+            if service == "pg"
+            else MariaNode(self.prefix, self.layout, host)
+        )
 
     def meta(self) -> dict[str, Any]:
         try:
@@ -89,14 +92,17 @@ class Lab:
         os.chmod(self.dir, 0o755)  # the database users must traverse it
         if sync is None:
             sync = bool(self.meta().get("sync", False))
-        self._save_meta(prefix=self.prefix, sync=sync,
-                        created=self.meta().get("created", time.time()))
+        self._save_meta(
+            prefix=self.prefix, sync=sync, created=self.meta().get("created", time.time())
+        )
         net.build(self.prefix)
+        self._undo_faults()
         t.mark("network")
         self._up_service("pg", sync)
         t.mark("postgresql")
         self._up_service("mariadb", sync)
         t.mark("mariadb")
+        self._save_meta(faults=[])
         return t
 
     def _up_service(self, service: str, sync: bool) -> None:
@@ -112,7 +118,7 @@ class Lab:
                 replica.stop("immediate")
             else:
                 replica.stop()
-            primary.create_primary(sync)  # type: ignore[arg-type]
+            primary.create_primary(sync)
         if replica.ready_mark.exists():
             replica.start()
             replica.apply_sync(sync)
@@ -138,7 +144,7 @@ class Lab:
                 except LabError:
                     pass
         for name in net.lab_namespaces(self.prefix):
-            host = name[len(self.prefix) + 1:]
+            host = name[len(self.prefix) + 1 :]
             net.kill_namespace_processes(self.prefix, host)
         t.mark("processes")
         net.destroy(self.prefix)
@@ -154,7 +160,8 @@ class Lab:
 
     def _require_up(self) -> None:
         missing = {net.ns_name(self.prefix, h) for h in net.all_hosts()} - set(
-            net.lab_namespaces(self.prefix))
+            net.lab_namespaces(self.prefix)
+        )
         if missing:
             raise LabError(f"lab {self.prefix!r} is not up (missing {', '.join(sorted(missing))})")
 
@@ -164,6 +171,8 @@ class Lab:
         self._save_meta(faults=faults)
 
     def _check_host(self, host: str, db: bool = False) -> None:
+        if db and host in topo.HOSTS and host not in topo.DB_HOSTS:
+            raise LabError(f"host {host!r} runs no database (database hosts: a, b)")
         allowed = topo.DB_HOSTS if db else tuple(topo.HOSTS)
         if host not in allowed:
             raise LabError(f"unknown host {host!r} (choose from {', '.join(allowed)})")
@@ -197,6 +206,11 @@ class Lab:
         net.set_link(self.prefix, host, path, up)
         if not up:
             self._record_fault(f"link-down {host} {path}")
+        else:
+            faults = [
+                f for f in self.meta().get("faults", []) if f["fault"] != f"link-down {host} {path}"
+            ]
+            self._save_meta(faults=faults)
 
     def netem(self, host: str, path: str, spec: str) -> None:
         self._require_up()
@@ -213,6 +227,9 @@ class Lab:
         self._check_host(host, db=True)
         pids = self.node(service, host).signal(signal.SIGKILL)
         self._record_fault(f"kill-db {host} {service}")
+        wait_until(
+            lambda: not [p for p in pids if procs.alive(p)], 10.0, f"{service} on {host} to die"
+        )
         return pids
 
     def stop_db(self, host: str, service: str) -> list[int]:
@@ -226,14 +243,7 @@ class Lab:
         """Undo every fault: impairments removed, links up, processes resumed,
         dead servers started again (as a rebooted host would start them)."""
         self._require_up()
-        done = []
-        for host in topo.HOSTS:
-            for p in topo.host_paths(host):
-                if net.netem_stop(self.prefix, self.dir, host, p.name):
-                    done.append(f"netem removed {host}/{p.name}")
-        net.all_links_up(self.prefix)
-        for host in net.all_hosts():
-            net.signal_pids(net.ns_pids(self.prefix, host), signal.SIGCONT)
+        done = self._undo_faults()
         for service in topo.SERVICES:
             for host in topo.DB_HOSTS:
                 node = self.node(service, host)
@@ -242,15 +252,52 @@ class Lab:
                     node.start()
                     done.append(f"started {service} on {host}")
         self._save_meta(faults=[])
+        done += self._wait_replication()
+        return done
+
+    def _wait_replication(self, timeout: float = 20.0) -> list[str]:
+        """Give replicas a bounded time to reconnect; say which did not."""
+        late = []
+        for service in topo.SERVICES:
+
+            def replicating(service: str = service) -> bool:
+                sts = [self.node(service, h).status() for h in topo.DB_HOSTS]
+                reps = [s for s in sts if s["role"] == "replica"]
+                return all(s.get("streaming") for s in reps)
+
+            try:
+                wait_until(replicating, timeout, f"{service} replication", interval=0.1)
+            except LabError:
+                late.append(f"{service} replication has not resumed within {timeout:g}s")
+        return late
+
+    def _undo_faults(self) -> list[str]:
+        """Remove impairments, bring every link up, resume stopped processes."""
+        done = []
+        for host in topo.HOSTS:
+            for p in topo.host_paths(host):
+                if net.netem_stop(self.prefix, self.dir, host, p.name):
+                    done.append(f"netem removed {host}/{p.name}")
+        net.all_links_up(self.prefix)
+        for host in net.all_hosts():
+            net.signal_pids(net.ns_pids(self.prefix, host), signal.SIGCONT)
         return done
 
     def _wait_old_server_gone(self, node: Node) -> None:
         # Children of a SIGKILLed postmaster may still hold its shared memory for a
         # moment; a host runs one PostgreSQL, so any postgres process there is its.
         if isinstance(node, PgNode):
-            wait_until(lambda: not [p for p in net.ns_pids(self.prefix, node.host)
-                                    if _exe(p).endswith("/postgres")], 10.0,
-                       f"old PostgreSQL processes on {node.host} to exit")
+            wait_until(
+                lambda: (
+                    not [
+                        p
+                        for p in net.ns_pids(self.prefix, node.host)
+                        if _exe(p).endswith("/postgres")
+                    ]
+                ),
+                10.0,
+                f"old PostgreSQL processes on {node.host} to exit",
+            )
 
     # -- status ---------------------------------------------------------------
 
@@ -282,8 +329,14 @@ class Lab:
         faults = meta.get("faults", [])
         for f in faults:
             problems.append(f"fault active: {f['fault']}")
-        services = {name: self._service_status(name, proof and not faults, problems)
-                    for name in topo.SERVICES} if have else {}
+        services = (
+            {
+                name: self._service_status(name, proof and not faults, problems)
+                for name in topo.SERVICES
+            }
+            if have
+            else {}
+        )
         return {
             "prefix": self.prefix,
             "directory": str(self.dir),
@@ -313,7 +366,9 @@ class Lab:
             elif st["role"] == "unknown":
                 problems.append(f"{name}: server on {h} does not answer: {st.get('error')}")
         if len(primaries) != 1:
-            problems.append(f"{name}: {len(primaries)} primaries ({', '.join(primaries) or 'none'})")
+            problems.append(
+                f"{name}: {len(primaries)} primaries ({', '.join(primaries) or 'none'})"
+            )
         for h in replicas:
             if not nodes[h].get("streaming"):
                 problems.append(f"{name}: replica on {h} is not replicating")
@@ -342,12 +397,20 @@ class Lab:
             self.node(service, primary).write_token(token)
             for r in replicas:
                 node = self.node(service, r)
-                wait_until(lambda n=node: n.has_token(token), PROOF_TIMEOUT,  # type: ignore[misc]
-                           f"{service} row {token} on {r}", interval=0.02)
+
+                def arrived(node: Node = node) -> bool:
+                    return node.has_token(token)
+
+                wait_until(arrived, PROOF_TIMEOUT, f"{service} row {token} on {r}", interval=0.02)
         except LabError as exc:
             return {"ok": False, "token": token, "error": str(exc)}
-        return {"ok": True, "token": token, "seconds": round(time.monotonic() - start, 3),
-                "written_on": primary, "read_on": replicas}
+        return {
+            "ok": True,
+            "token": token,
+            "seconds": round(time.monotonic() - start, 3),
+            "written_on": primary,
+            "read_on": replicas,
+        }
 
     # -- exec -----------------------------------------------------------------
 

@@ -89,10 +89,25 @@ max_connections = 60
         self.pidfile.unlink(missing_ok=True)
         with open(self.dir / "stdout.log", "ab") as out:
             child = subprocess.Popen(
-                nsexec(self.prefix, self.host,
-                       ["setpriv", "--reuid", OWNER, "--regid", OWNER, "--init-groups", "--",
-                        "/usr/sbin/mariadbd", f"--defaults-file={self.cnf}"]),
-                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                nsexec(
+                    self.prefix,
+                    self.host,
+                    [
+                        "setpriv",
+                        "--reuid",
+                        OWNER,
+                        "--regid",
+                        OWNER,
+                        "--init-groups",
+                        "--",
+                        "/usr/sbin/mariadbd",
+                        f"--defaults-file={self.cnf}",
+                    ],
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
                 env={"PATH": "/usr/sbin:/usr/bin:/bin", "LANG": "C.UTF-8"},
             )
 
@@ -122,29 +137,54 @@ max_connections = 60
 
     # -- SQL ------------------------------------------------------------------
 
-    def _client(self, sql: str, timeout: float = 10, check: bool = True,
-                ) -> subprocess.CompletedProcess[str]:
+    def _client(
+        self,
+        sql: str,
+        timeout: float = 10,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
         """Run SQL as the server's root account (unix_socket auth), SQL on stdin."""
         try:
-            return proc.run(["mariadb", "--no-defaults", f"--socket={self.socket}", "-u", "root",
-                             "--batch", "--skip-column-names", "--connect-timeout=3"],
-                            input=sql, timeout=timeout, check=check)
+            return proc.run(
+                [
+                    "mariadb",
+                    "--no-defaults",
+                    f"--socket={self.socket}",
+                    "-u",
+                    "root",
+                    "--batch",
+                    "--skip-column-names",
+                    "--connect-timeout=3",
+                ],
+                input=sql,
+                timeout=timeout,
+                check=check,
+            )
         except (CommandFailed, CommandTimeout) as exc:
             raise LabError(f"MariaDB on {self.host}: {exc}") from exc
 
-    def connect(self, user: str = "dbha", database: str | None = None,
-                timeout: int = 5) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
+    def connect(
+        self, user: str = "dbha", database: str | None = None, timeout: int = 3
+    ) -> pymysql.connections.Connection[pymysql.cursors.DictCursor]:
         password = self.layout.secret(f"mariadb-{user}")
         try:
-            return pymysql.connect(unix_socket=str(self.socket), user=user, password=password,
-                                   database=database, connect_timeout=timeout, read_timeout=10,
-                                   write_timeout=10, autocommit=True,
-                                   cursorclass=pymysql.cursors.DictCursor)
+            return pymysql.connect(
+                unix_socket=str(self.socket),
+                user=user,
+                password=password,
+                database=database,
+                connect_timeout=timeout,
+                read_timeout=5,
+                write_timeout=5,
+                autocommit=True,
+                cursorclass=pymysql.cursors.DictCursor,
+            )
         except pymysql.MySQLError as exc:
             raise LabError(f"MariaDB on {self.host}: cannot connect as {user}: {exc}") from exc
 
-    def query(self, sql: str, args: tuple[Any, ...] = (), user: str = "dbha",
-              database: str | None = None) -> list[dict[str, Any]]:
+    def query(
+        self, sql: str, args: tuple[Any, ...] = (), user: str = "dbha", database: str | None = None
+    ) -> list[dict[str, Any]]:
         conn = self.connect(user, database)
         try:
             with conn.cursor() as cur:
@@ -163,10 +203,21 @@ max_connections = 60
         remove_tree(self.data)
         write_owned(self.cnf, self._cnf(primary, sync), OWNER, 0o644)
         try:
-            proc.run(nsexec(self.prefix, self.host,
-                            ["mariadb-install-db", f"--defaults-file={self.cnf}",
-                             f"--user={OWNER}", f"--datadir={self.data}", "--skip-test-db",
-                             "--auth-root-authentication-method=socket"]), timeout=120)
+            proc.run(
+                nsexec(
+                    self.prefix,
+                    self.host,
+                    [
+                        "mariadb-install-db",
+                        f"--defaults-file={self.cnf}",
+                        f"--user={OWNER}",
+                        f"--datadir={self.data}",
+                        "--skip-test-db",
+                        "--auth-root-authentication-method=socket",
+                    ],
+                ),
+                timeout=120,
+            )
         except (CommandFailed, CommandTimeout) as exc:
             raise LabError(f"mariadb-install-db on {self.host} failed: {exc}") from exc
         self.start()
@@ -182,7 +233,8 @@ RESET MASTER;
 CREATE USER 'dbha'@'%' IDENTIFIED BY '{s("mariadb-dbha")}';
 GRANT ALL PRIVILEGES ON *.* TO 'dbha'@'%' WITH GRANT OPTION;
 CREATE USER 'repl'@'%' IDENTIFIED BY '{s("mariadb-repl")}';
-GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN, BINLOG MONITOR, SLAVE MONITOR ON *.* TO 'repl'@'%';
+GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN, BINLOG MONITOR, SLAVE MONITOR
+  ON *.* TO 'repl'@'%';
 CREATE DATABASE app;
 CREATE USER 'app'@'%' IDENTIFIED BY '{s("mariadb-app")}';
 GRANT ALL PRIVILEGES ON app.* TO 'app'@'%';
@@ -194,15 +246,20 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
 
     def create_replica(self, primary: MariaNode, sync: bool) -> None:
         self._install(primary=False, sync=sync)
-        self._client("RESET MASTER; SET GLOBAL gtid_slave_pos='';\n" + self.change_master_sql(primary.host)
-                     + "START SLAVE;\n")
+        self._client(
+            "RESET MASTER; SET GLOBAL gtid_slave_pos='';\n"
+            + self.change_master_sql(primary.host)
+            + "START SLAVE;\n"
+        )
         self.ready_mark.write_text("replica\n")
 
     def change_master_sql(self, upstream: str) -> str:
-        return (f"CHANGE MASTER TO MASTER_HOST='{topo.HOSTS[upstream].lan}', "
-                f"MASTER_PORT={SERVICE.port}, MASTER_USER='repl', "
-                f"MASTER_PASSWORD='{self.layout.secret('mariadb-repl')}', "
-                "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1;\n")
+        return (
+            f"CHANGE MASTER TO MASTER_HOST='{topo.HOSTS[upstream].lan}', "
+            f"MASTER_PORT={SERVICE.port}, MASTER_USER='repl', "
+            f"MASTER_PASSWORD='{self.layout.secret('mariadb-repl')}', "
+            "MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1, MASTER_HEARTBEAT_PERIOD=1;\n"
+        )
 
     def apply_sync(self, sync: bool) -> None:
         text = self.cnf.read_text()
@@ -217,8 +274,10 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
             return
         write_owned(self.cnf, new, OWNER, 0o644)
         if self.pid() is not None:
-            self._client(f"SET GLOBAL rpl_semi_sync_master_enabled = {on};\n"
-                         f"SET GLOBAL rpl_semi_sync_slave_enabled = {on};\n")
+            self._client(
+                f"SET GLOBAL rpl_semi_sync_master_enabled = {on};\n"
+                f"SET GLOBAL rpl_semi_sync_slave_enabled = {on};\n"
+            )
 
     # -- status ---------------------------------------------------------------
 
@@ -228,35 +287,55 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
         if pid is None:
             return st
         try:
-            var = self.query("SELECT @@read_only AS ro, @@gtid_current_pos AS pos, "
-                             "@@gtid_binlog_pos AS binlog_pos")[0]
+            var = self.query(
+                "SELECT @@read_only AS ro, @@gtid_current_pos AS pos, "
+                "@@gtid_binlog_pos AS binlog_pos"
+            )[0]
             slave = self.query("SHOW SLAVE STATUS")
             if slave:
                 s = slave[0]
-                st.update(role="replica", writable=not var["ro"], position=var["pos"],
-                          received=s.get("Gtid_IO_Pos"), upstream=s.get("Master_Host"),
-                          io_running=s.get("Slave_IO_Running"),
-                          sql_running=s.get("Slave_SQL_Running"),
-                          streaming=(s.get("Slave_IO_Running") == "Yes"
-                                     and s.get("Slave_SQL_Running") == "Yes"),
-                          lag_seconds=s.get("Seconds_Behind_Master"),
-                          last_error=s.get("Last_Error") or s.get("Last_IO_Error") or None)
+                st.update(
+                    role="replica",
+                    writable=not var["ro"],
+                    position=var["pos"],
+                    received=s.get("Gtid_IO_Pos"),
+                    upstream=s.get("Master_Host"),
+                    io_running=s.get("Slave_IO_Running"),
+                    sql_running=s.get("Slave_SQL_Running"),
+                    streaming=(
+                        s.get("Slave_IO_Running") == "Yes" and s.get("Slave_SQL_Running") == "Yes"
+                    ),
+                    lag_seconds=s.get("Seconds_Behind_Master"),
+                    last_error=s.get("Last_Error") or s.get("Last_IO_Error") or None,
+                )
             else:
                 hosts = self.query("SHOW SLAVE HOSTS")
-                st.update(role="primary", writable=not var["ro"], position=var["binlog_pos"],
-                          replicas=[{"name": h.get("Host"), "server_id": h.get("Server_id")}
-                                    for h in hosts])
+                st.update(
+                    role="primary",
+                    writable=not var["ro"],
+                    position=var["binlog_pos"],
+                    replicas=[
+                        {"name": h.get("Host"), "server_id": h.get("Server_id")} for h in hosts
+                    ],
+                )
         except LabError as exc:
             st.update(role="unknown", error=str(exc))
         return st
 
     def write_token(self, token: str) -> None:
-        self.query("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (token,), user="app",
-                   database="app")
+        self.query(
+            "INSERT INTO dbha_lab_proof (token) VALUES (%s)", (token,), user="app", database="app"
+        )
 
     def has_token(self, token: str) -> bool:
-        return bool(self.query("SELECT 1 AS x FROM dbha_lab_proof WHERE token = %s", (token,),
-                               user="app", database="app"))
+        return bool(
+            self.query(
+                "SELECT 1 AS x FROM dbha_lab_proof WHERE token = %s",
+                (token,),
+                user="app",
+                database="app",
+            )
+        )
 
 
 def wait_replicating(replica: MariaNode, timeout: float = 20.0) -> None:
@@ -265,6 +344,5 @@ def wait_replicating(replica: MariaNode, timeout: float = 20.0) -> None:
         if st.get("last_error") and st.get("sql_running") == "No":
             raise LabError(f"MariaDB replica on {replica.host}: {st['last_error']}")
         return bool(st.get("streaming"))
+
     wait_until(ok, timeout, f"MariaDB replica {replica.host} to replicate", interval=0.1)
-
-

@@ -7,6 +7,7 @@ and deleting the lab's namespaces removes every link it made.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -59,8 +60,11 @@ def links(prefix: str, host: str) -> dict[str, dict[str, object]]:
     raw = ip(prefix, host, "-j", "addr", "show").stdout.strip()
     result: dict[str, dict[str, object]] = {}
     for dev in json.loads(raw or "[]"):
-        addrs = [f"{a['local']}/{a['prefixlen']}" for a in dev.get("addr_info", [])
-                 if a.get("family") == "inet"]
+        addrs = [
+            f"{a['local']}/{a['prefixlen']}"
+            for a in dev.get("addr_info", [])
+            if a.get("family") == "inet"
+        ]
         result[dev["ifname"]] = {
             "state": dev.get("operstate", "UNKNOWN"),
             "up": "UP" in dev.get("flags", []),
@@ -107,8 +111,19 @@ def build(prefix: str) -> None:
     sw = links(prefix, topo.SWITCH)
     for path in topo.PATHS.values():
         if path.bridge not in sw:
-            ip(prefix, topo.SWITCH, "link", "add", path.bridge, "type", "bridge",
-               "stp_state", "0", "forward_delay", "0")
+            ip(
+                prefix,
+                topo.SWITCH,
+                "link",
+                "add",
+                path.bridge,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+            )
         ip(prefix, topo.SWITCH, "link", "set", path.bridge, "up")
     gw = f"{topo.GATEWAY}/{topo.LAN_PREFIXLEN}"
     if gw not in links(prefix, topo.SWITCH)["br0"]["addresses"]:  # type: ignore[operator]
@@ -123,8 +138,20 @@ def build(prefix: str) -> None:
                 # A half-made pair cannot exist for veth; a stray end can only
                 # remain if its peer namespace was deleted: remove and redo.
                 ip(prefix, topo.SWITCH, "link", "del", port, check=False)
-                ip(prefix, topo.SWITCH, "link", "add", port, "type", "veth", "peer", "name",
-                   path.interface, "netns", ns_name(prefix, host))
+                ip(
+                    prefix,
+                    topo.SWITCH,
+                    "link",
+                    "add",
+                    port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    path.interface,
+                    "netns",
+                    ns_name(prefix, host),
+                )
             if not _spliced(prefix, host, path.name):
                 ip(prefix, topo.SWITCH, "link", "set", port, "master", path.bridge)
             ip(prefix, topo.SWITCH, "link", "set", port, "up")
@@ -146,6 +173,7 @@ def destroy(prefix: str) -> list[str]:
 
 # ----------------------------------------------------------------- processes
 
+
 def ns_pids(prefix: str, host: str) -> list[int]:
     """PIDs of every process inside a lab namespace (all of them the lab's)."""
     res = proc.run(["ip", "netns", "pids", ns_name(prefix, host)], timeout=IP_TIMEOUT, check=False)
@@ -154,10 +182,8 @@ def ns_pids(prefix: str, host: str) -> list[int]:
 
 def signal_pids(pids: list[int], sig: int) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def kill_namespace_processes(prefix: str, host: str, timeout: float = 10.0) -> list[int]:
@@ -172,6 +198,7 @@ def kill_namespace_processes(prefix: str, host: str, timeout: float = 10.0) -> l
 
 
 # -------------------------------------------------------------------- faults
+
 
 def set_link(prefix: str, host: str, path: str, up: bool) -> None:
     p = topo.PATHS[path]
@@ -223,9 +250,24 @@ def netem_start(prefix: str, labdir: FsPath, host: str, path: str, spec: str) ->
     log = open(d / f"{host}-{path}.log", "ab")  # noqa: SIM115 - handed to the child
     try:
         child = subprocess.Popen(
-            nsexec(prefix, topo.SWITCH, [sys.executable, "-m", "dbha.lab.netem",
-                                         "--ready-file", str(ready), port, f"{port}-f", spec]),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            nsexec(
+                prefix,
+                topo.SWITCH,
+                [
+                    sys.executable,
+                    "-m",
+                    "dbha.lab.netem",
+                    "--ready-file",
+                    str(ready),
+                    port,
+                    f"{port}-f",
+                    spec,
+                ],
+            ),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
     finally:
         log.close()
@@ -288,9 +330,15 @@ def _reap(pid: int) -> None:
 def ping(prefix: str, host: str, address: str, timeout: float = 2.0) -> bool:
     """One ICMP echo from a lab host; True if answered."""
     try:
-        res = proc.run(nsexec(prefix, host, ["ping", "-n", "-q", "-c", "1", "-W",
-                                             str(max(1, int(timeout))), address]),
-                       timeout=timeout + 3, check=False)
+        res = proc.run(
+            nsexec(
+                prefix,
+                host,
+                ["ping", "-n", "-q", "-c", "1", "-W", str(max(1, int(timeout))), address],
+            ),
+            timeout=timeout + 3,
+            check=False,
+        )
     except CommandFailed:
         return False
     return res.returncode == 0

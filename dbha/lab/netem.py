@@ -46,18 +46,18 @@ _TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(us|ms|s)$")
 _PCT_RE = re.compile(r"^(\d+(?:\.\d+)?)%$")
 
 
-def _time(word: str) -> float:
+def _time(word: str, key: str = "delay") -> float:
     m = _TIME_RE.match(word)
     if not m:
-        raise ValueError(f"{word!r}: expected a time such as 100ms, 250us or 1s")
+        raise ValueError(f"netem {key} {word!r}: expected a time such as 100ms, 250us or 1s")
     scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0}[m.group(2)]
     return float(m.group(1)) * scale
 
 
-def _pct(word: str) -> float:
+def _pct(word: str, key: str) -> float:
     m = _PCT_RE.match(word)
     if not m or float(m.group(1)) > 100:
-        raise ValueError(f"{word!r}: expected a percentage such as 30%")
+        raise ValueError(f"netem {key} {word!r}: expected a percentage such as 30%")
     return float(m.group(1)) / 100
 
 
@@ -71,7 +71,7 @@ def parse_spec(text: str) -> Spec:
     while i < len(words):
         w = words[i]
         if w in ("loss", "duplicate") and i + 1 < len(words):
-            value = _pct(words[i + 1])
+            value = _pct(words[i + 1], w)
             if w == "loss":
                 loss = value
             else:
@@ -81,11 +81,13 @@ def parse_spec(text: str) -> Spec:
             delay = _time(words[i + 1])
             i += 2
             if i < len(words) and _TIME_RE.match(words[i]):
-                jitter = _time(words[i])
+                jitter = _time(words[i], "jitter")
                 i += 1
         else:
-            raise ValueError(f"netem spec {text!r}: cannot read {w!r} "
-                             "(known: loss P%, delay T [JITTER], duplicate P%)")
+            raise ValueError(
+                f"netem spec {text!r}: cannot read {w!r} "
+                "(known: loss P%, delay T [JITTER], duplicate P%)"
+            )
     if delay > 10 or jitter > 10:
         raise ValueError("netem spec: delay and jitter must be at most 10s")
     return Spec(loss, delay, jitter, dup)
@@ -141,7 +143,11 @@ def forward(a: str, b: str, spec: Spec, ready_file: Path | None, rng: random.Ran
                     if len(queue) >= QUEUE_LIMIT:
                         stats["overflow"] += 1
                         continue
-                    d = spec.delay + rng.uniform(-spec.jitter, spec.jitter) if spec.jitter else spec.delay
+                    d = (
+                        spec.delay + rng.uniform(-spec.jitter, spec.jitter)
+                        if spec.jitter
+                        else spec.delay
+                    )
                     seq += 1
                     heapq.heappush(queue, (time.monotonic() + max(0.0, d), seq, out, data))
         now = time.monotonic()

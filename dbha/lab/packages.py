@@ -53,14 +53,17 @@ def ensure() -> list[str]:
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     made_policy = False
     if not POLICY.exists():
-        POLICY.write_text("#!/bin/sh\n# dbha lab: no service starts during this install\nexit 101\n")
+        POLICY.write_text(
+            "#!/bin/sh\n# dbha lab: no service starts during this install\nexit 101\n"
+        )
         POLICY.chmod(0o755)
         made_policy = True
     try:
         apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-q"]
         proc.run([*apt, "update"], timeout=APT_TIMEOUT, env=env)
-        proc.run([*apt, "install", "-y", "--no-install-recommends", *need],
-                 timeout=APT_TIMEOUT, env=env)
+        proc.run(
+            [*apt, "install", "-y", "--no-install-recommends", *need], timeout=APT_TIMEOUT, env=env
+        )
     except (CommandFailed, CommandTimeout) as exc:
         raise LabError(f"installing {', '.join(need)} failed: {exc}") from exc
     finally:

@@ -82,33 +82,77 @@ class PgNode:
         return pid if procs.alive(pid) else None
 
     def _as_postgres(self, argv: list[str]) -> list[str]:
-        return nsexec(self.prefix, self.host,
-                      ["setpriv", "--reuid", OWNER, "--regid", OWNER, "--init-groups", "--", *argv])
+        return nsexec(
+            self.prefix,
+            self.host,
+            ["setpriv", "--reuid", OWNER, "--regid", OWNER, "--init-groups", "--", *argv],
+        )
 
     def _env(self) -> dict[str, str]:
-        return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(self.dir),
-                "PGPASSFILE": str(self.passfile)}
+        return {
+            "PATH": "/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(self.dir),
+            "PGPASSFILE": str(self.passfile),
+        }
 
     def start(self) -> None:
         """Start the server (no-op if it runs) and wait until it accepts connections."""
         if self.pid() is not None:
             return
-        opts = (f"-c listen_addresses=0.0.0.0 -c port={SERVICE.port} "
-                f"-c unix_socket_directories={self.run} -c cluster_name={self.host}")
+        self._clear_stale_lock()
+        opts = (
+            f"-c listen_addresses=0.0.0.0 -c port={SERVICE.port} "
+            f"-c unix_socket_directories={self.run} -c cluster_name={self.host}"
+        )
         try:
-            proc.run(self._as_postgres([str(PGBIN / "pg_ctl"), "start", "-D", str(self.data),
-                                        "-l", str(self.log), "-w", "-t", str(START_TIMEOUT),
-                                        "-o", opts]),
-                     timeout=START_TIMEOUT + 10, env=self._env())
+            proc.run(
+                self._as_postgres(
+                    [
+                        str(PGBIN / "pg_ctl"),
+                        "start",
+                        "-D",
+                        str(self.data),
+                        "-l",
+                        str(self.log),
+                        "-w",
+                        "-t",
+                        str(START_TIMEOUT),
+                        "-o",
+                        opts,
+                    ]
+                ),
+                timeout=START_TIMEOUT + 10,
+                env=self._env(),
+            )
         except (CommandFailed, CommandTimeout) as exc:
-            raise LabError(f"PostgreSQL on {self.host} did not start: {exc}; see {self.log}") from exc
+            raise LabError(
+                f"PostgreSQL on {self.host} did not start: {exc}; see {self.log}"
+            ) from exc
+
+    def _clear_stale_lock(self) -> None:
+        # A killed postmaster can stay a zombie until init reaps it, and
+        # PostgreSQL's own check (kill(pid, 0)) takes a zombie for a live server.
+        # A dead process holds no lock: its lock file is stale.
+        for lock in (self.data / "postmaster.pid", self.run / f".s.PGSQL.{SERVICE.port}.lock"):
+            try:
+                pid = int(lock.read_text().split("\n", 1)[0])
+            except (OSError, ValueError):
+                continue
+            if procs.zombie(pid):
+                lock.unlink(missing_ok=True)
 
     def stop(self, mode: str = "fast") -> None:
         if self.pid() is None:
             return
-        proc.run(self._as_postgres([str(PGBIN / "pg_ctl"), "stop", "-D", str(self.data),
-                                    "-m", mode, "-w", "-t", "20"]),
-                 timeout=30, env=self._env(), check=False)
+        proc.run(
+            self._as_postgres(
+                [str(PGBIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "20"]
+            ),
+            timeout=30,
+            env=self._env(),
+            check=False,
+        )
 
     def server_pids(self) -> list[int]:
         pid = self.pid()
@@ -122,26 +166,37 @@ class PgNode:
 
     # -- SQL ------------------------------------------------------------------
 
-    def connect(self, user: str = "dbha", dbname: str = "postgres",
-                timeout: int = 5) -> psycopg.Connection[dict[str, Any]]:
+    def connect(
+        self, user: str = "dbha", dbname: str = "postgres", timeout: int = 3
+    ) -> psycopg.Connection[dict[str, Any]]:
         """A connection over the node's unix socket (no network namespace needed)."""
         password = self.layout.secret(f"pg-{user}")
         try:
-            return psycopg.connect(host=str(self.run), port=SERVICE.port, user=user,
-                                   password=password, dbname=dbname, connect_timeout=timeout,
-                                   autocommit=True, row_factory=dict_row,
-                                   options="-c statement_timeout=10000")
+            return psycopg.connect(
+                host=str(self.run),
+                port=SERVICE.port,
+                user=user,
+                password=password,
+                dbname=dbname,
+                connect_timeout=timeout,
+                autocommit=True,
+                row_factory=dict_row,
+                options="-c statement_timeout=10000",
+            )
         except psycopg.Error as exc:
-            raise LabError(f"PostgreSQL on {self.host}: cannot connect as {user}: "
-                           f"{str(exc).strip().splitlines()[-1]}") from exc
+            raise LabError(
+                f"PostgreSQL on {self.host}: cannot connect as {user}: "
+                f"{str(exc).strip().splitlines()[-1]}"
+            ) from exc
 
     # -- build ----------------------------------------------------------------
 
     def _prepare_dirs(self) -> None:
         make_dir(self.dir, OWNER)
         make_dir(self.run, OWNER)
-        write_owned(self.passfile,
-                    f"*:*:*:replicator:{self.layout.secret('pg-replicator')}\n", OWNER)
+        write_owned(
+            self.passfile, f"*:*:*:replicator:{self.layout.secret('pg-replicator')}\n", OWNER
+        )
 
     def create_primary(self, sync: bool) -> None:
         """initdb, start, create the roles, the app database and the proof table."""
@@ -150,10 +205,26 @@ class PgNode:
         pwfile = self.dir / "initdb.pw"
         write_owned(pwfile, self.layout.secret("pg-postgres") + "\n", OWNER)
         try:
-            proc.run(self._as_postgres([str(PGBIN / "initdb"), "-D", str(self.data), "-U",
-                                        "postgres", f"--pwfile={pwfile}", "-A", "scram-sha-256",
-                                        "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
-                     timeout=60, env=self._env())
+            proc.run(
+                self._as_postgres(
+                    [
+                        str(PGBIN / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        "postgres",
+                        f"--pwfile={pwfile}",
+                        "-A",
+                        "scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                        "--no-sync",
+                    ]
+                ),
+                timeout=60,
+                env=self._env(),
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         write_owned(self.data / "pg_hba.conf", HBA, OWNER)
@@ -165,13 +236,16 @@ class PgNode:
         with self.connect("postgres") as conn:
             conn.execute("SET log_min_error_statement = panic")  # never log a password
             conn.execute(f"CREATE ROLE dbha LOGIN SUPERUSER PASSWORD '{secret('pg-dbha')}'")
-            conn.execute("CREATE ROLE replicator LOGIN REPLICATION "
-                         f"PASSWORD '{secret('pg-replicator')}'")
+            conn.execute(
+                f"CREATE ROLE replicator LOGIN REPLICATION PASSWORD '{secret('pg-replicator')}'"
+            )
             conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{secret('pg-app')}'")
             conn.execute("CREATE DATABASE app OWNER app")
         with self.connect("app", "app") as conn:
-            conn.execute("CREATE TABLE dbha_lab_proof (id bigserial PRIMARY KEY, "
-                         "token text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())")
+            conn.execute(
+                "CREATE TABLE dbha_lab_proof (id bigserial PRIMARY KEY, "
+                "token text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())"
+            )
         self.ready_mark.write_text("primary\n")
 
     def create_replica(self, primary: PgNode) -> None:
@@ -179,17 +253,37 @@ class PgNode:
         self._prepare_dirs()
         remove_tree(self.data)
         with primary.connect() as conn:
-            row = conn.execute("SELECT 1 FROM pg_replication_slots WHERE slot_name = %s",
-                               (self.host,)).fetchone()
+            row = conn.execute(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.host,)
+            ).fetchone()
             if row is None:
                 conn.execute("SELECT pg_create_physical_replication_slot(%s)", (self.host,))
         src = topo.HOSTS[primary.host].lan
         try:
-            proc.run(self._as_postgres([str(PGBIN / "pg_basebackup"), "-h", src, "-p",
-                                        str(SERVICE.port), "-U", "replicator", "-D",
-                                        str(self.data), "-X", "stream", "-S", self.host,
-                                        "--checkpoint=fast", "--no-sync", "-w"]),
-                     timeout=120, env=self._env())
+            proc.run(
+                self._as_postgres(
+                    [
+                        str(PGBIN / "pg_basebackup"),
+                        "-h",
+                        src,
+                        "-p",
+                        str(SERVICE.port),
+                        "-U",
+                        "replicator",
+                        "-D",
+                        str(self.data),
+                        "-X",
+                        "stream",
+                        "-S",
+                        self.host,
+                        "--checkpoint=fast",
+                        "--no-sync",
+                        "-w",
+                    ]
+                ),
+                timeout=120,
+                env=self._env(),
+            )
         except (CommandFailed, CommandTimeout) as exc:
             raise LabError(f"pg_basebackup {primary.host} -> {self.host} failed: {exc}") from exc
         self.write_standby_settings(primary.host)
@@ -199,10 +293,15 @@ class PgNode:
     def write_standby_settings(self, upstream: str) -> None:
         """Follow ``upstream``: primary_conninfo with a passfile (no password inline)."""
         auto = self.data / "postgresql.auto.conf"
-        keep = [line for line in auto.read_text().splitlines()
-                if not line.startswith(("primary_conninfo", "primary_slot_name"))]
-        conninfo = (f"host={topo.HOSTS[upstream].lan} port={SERVICE.port} user=replicator "
-                    f"passfile={self.passfile} application_name={self.host} connect_timeout=2")
+        keep = [
+            line
+            for line in auto.read_text().splitlines()
+            if not line.startswith(("primary_conninfo", "primary_slot_name"))
+        ]
+        conninfo = (
+            f"host={topo.HOSTS[upstream].lan} port={SERVICE.port} user=replicator "
+            f"passfile={self.passfile} application_name={self.host} connect_timeout=2"
+        )
         keep += [f"primary_conninfo = '{conninfo}'", f"primary_slot_name = '{self.host}'"]
         write_owned(auto, "\n".join(keep) + "\n", OWNER)
         write_owned(self.data / "standby.signal", "", OWNER)
@@ -229,18 +328,24 @@ class PgNode:
             with self.connect(timeout=3) as c:
                 in_recovery = c.execute("SELECT pg_is_in_recovery() AS r").fetchone()["r"]  # type: ignore[index]
                 if not in_recovery:
-                    row = c.execute("SELECT pg_current_wal_lsn()::text AS lsn, "
-                                    "current_setting('default_transaction_read_only') AS ro"
-                                    ).fetchone()
+                    row = c.execute(
+                        "SELECT pg_current_wal_lsn()::text AS lsn, "
+                        "current_setting('default_transaction_read_only') AS ro"
+                    ).fetchone()
                     reps = c.execute(
                         "SELECT application_name AS name, state, sync_state, "
                         "replay_lsn::text AS replay_lsn, "
                         "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes, "
                         "extract(epoch FROM replay_lag)::float AS lag_seconds "
-                        "FROM pg_stat_replication ORDER BY 1").fetchall()
+                        "FROM pg_stat_replication ORDER BY 1"
+                    ).fetchall()
                     assert row is not None
-                    st.update(role="primary", writable=row["ro"] == "off",
-                              position=row["lsn"], replicas=reps)
+                    st.update(
+                        role="primary",
+                        writable=row["ro"] == "off",
+                        position=row["lsn"],
+                        replicas=reps,
+                    )
                 else:
                     row = c.execute(
                         "SELECT pg_last_wal_receive_lsn()::text AS received, "
@@ -248,12 +353,18 @@ class PgNode:
                         "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), "
                         "  pg_last_wal_replay_lsn())::bigint AS lag_bytes, "
                         "(SELECT status FROM pg_stat_wal_receiver) AS receiver, "
-                        "(SELECT sender_host FROM pg_stat_wal_receiver) AS upstream").fetchone()
+                        "(SELECT sender_host FROM pg_stat_wal_receiver) AS upstream"
+                    ).fetchone()
                     assert row is not None
-                    st.update(role="replica", writable=False, position=row["replayed"],
-                              received=row["received"], lag_bytes=row["lag_bytes"],
-                              streaming=row["receiver"] == "streaming",
-                              upstream=row["upstream"])
+                    st.update(
+                        role="replica",
+                        writable=False,
+                        position=row["replayed"],
+                        received=row["received"],
+                        lag_bytes=row["lag_bytes"],
+                        streaming=row["receiver"] == "streaming",
+                        upstream=row["upstream"],
+                    )
         except (LabError, psycopg.Error) as exc:
             st.update(role="unknown", error=str(exc).strip().splitlines()[-1])
         return st
@@ -264,14 +375,19 @@ class PgNode:
 
     def has_token(self, token: str) -> bool:
         with self.connect("app", "app", timeout=3) as c:
-            return c.execute("SELECT 1 FROM dbha_lab_proof WHERE token = %s",
-                             (token,)).fetchone() is not None
+            return (
+                c.execute("SELECT 1 FROM dbha_lab_proof WHERE token = %s", (token,)).fetchone()
+                is not None
+            )
 
 
 def wait_streaming(primary: PgNode, replica: str, timeout: float = 20.0) -> None:
     def ok() -> bool:
         st = primary.status()
-        return any(r["name"] == replica and r["state"] == "streaming"
-                   for r in st.get("replicas", []))
-    wait_until(ok, timeout, f"PostgreSQL replica {replica} to stream from {primary.host}",
-               interval=0.1)
+        return any(
+            r["name"] == replica and r["state"] == "streaming" for r in st.get("replicas", [])
+        )
+
+    wait_until(
+        ok, timeout, f"PostgreSQL replica {replica} to stream from {primary.host}", interval=0.1
+    )

@@ -87,6 +87,7 @@ def host_address(host: str, path: str) -> str:
 def check_prefix(prefix: str) -> str:
     if not PREFIX_RE.match(prefix):
         raise ValueError(
-            f"lab prefix {prefix!r}: must be 1-10 lowercase letters or digits, starting with a letter"
+            f"lab prefix {prefix!r}: must be 1-10 lowercase letters or digits, "
+            "starting with a letter"
         )
     return prefix

@@ -1,0 +1,5 @@
+"""``python -m dbha`` is the ``dbha`` command."""
+
+from dbha.cli import main
+
+main()
