@@ -55,6 +55,8 @@ def config_check(path: str) -> None:
         click.echo(str(exc), err=True)
         sys.exit(1)
     click.echo(config.summary(cfg))
+    for line in config.missing_files(cfg):
+        click.echo(f"warning: {line} on this host (dbha run needs it)", err=True)
 
 
 # ------------------------------------------------------------------------ lab

@@ -131,6 +131,19 @@ class Lab:
         else:
             wait_replicating(replica)  # type: ignore[arg-type]
 
+    def rebuild_service(self, service: str) -> None:
+        """Throw one pair away and build it again as at ``up`` (primary on its first host).
+
+        For tests that change roles (promote, rejoin) and want the original pair back."""
+        sync = bool(self.meta().get("sync", False))
+        for host in topo.DB_HOSTS:
+            node = self.node(service, host)
+            node.ready_mark.unlink(missing_ok=True)
+            if node.pid() is not None:
+                node.signal(signal.SIGCONT)
+                node.stop("immediate") if isinstance(node, PgNode) else node.stop()
+        self._up_service(service, sync)
+
     def down(self) -> Timings:
         """Remove every process, namespace and file of this lab. Safe to repeat."""
         t = Timings()
