@@ -1,0 +1,1 @@
+"""Database drivers: one per engine, all behind ``dbha.db.base.DatabaseDriver``."""

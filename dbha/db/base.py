@@ -1,0 +1,197 @@
+"""The one interface every database driver implements, and the values it speaks.
+
+A driver is thin: it observes and acts on ONE local database server. It never
+decides anything (that is ``decide()``'s job) and never raises a library
+exception: psycopg, PyMySQL, OSError and subprocess errors are mapped to the
+``DbError`` family below at the driver's boundary.
+
+Every verb takes an explicit ``timeout`` in seconds and must return or raise
+within it (plus a small constant for cleanup): connect, statement and lock
+timeouts are set from it, and external tools run under ``dbha.proc.run``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from dbha.errors import DbhaError
+
+# --------------------------------------------------------------------- errors
+
+
+class DbError(DbhaError):
+    """A database verb failed. The message says what and why, never a secret."""
+
+
+class DbUnreachable(DbError):
+    """The server could not be reached or refused the login."""
+
+
+class DbTimeout(DbError):
+    """The server did not answer within the verb's timeout (hung, overloaded, locked)."""
+
+
+class DbRefused(DbError):
+    """The verb was refused because doing it would be unsafe (e.g. a rejoin that would
+    discard errant transactions without ``force``, a promotion past a diverged timeline).
+    Nothing was changed."""
+
+
+class DbCommandFailed(DbError):
+    """An external tool (pg_rewind, pg_basebackup, mariadb-dump, a start/stop command)
+    failed; the message carries its last line of output."""
+
+
+# --------------------------------------------------------------------- values
+
+
+class Role(StrEnum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+    UNKNOWN = "unknown"  # unreachable, or an answer that does not say
+
+
+@dataclass(frozen=True, slots=True, order=False)
+class Position:
+    """Where a server is in the replication stream, engine-neutral.
+
+    PostgreSQL: ``timeline`` and ``lsn`` (an int, e.g. 0x3000060). MySQL/MariaDB:
+    ``gtid`` (the normalized GTID set text, e.g. ``0-2-15`` or
+    ``3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5``). Comparing positions is the
+    driver's job (``DatabaseDriver.covers``), never ``<`` on this value.
+    """
+
+    engine: str
+    timeline: int | None = None
+    lsn: int | None = None
+    gtid: str | None = None
+
+    def __str__(self) -> str:
+        if self.lsn is not None:
+            return f"{self.lsn >> 32:X}/{self.lsn & 0xFFFFFFFF:X}@tl{self.timeline}"
+        return self.gtid or ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaInfo:
+    """A replica as its primary sees it."""
+
+    name: str  # application_name / report_host / server id
+    address: str | None = None
+    state: str = ""  # e.g. "streaming", "catchup"
+    sync: bool = False  # acknowledged synchronously (sync/semi-sync)
+    sent: Position | None = None
+    flushed: Position | None = None
+    replayed: Position | None = None
+    lag_bytes: int | None = None
+    lag_seconds: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DbStatus:
+    """What one probe learned. ``reachable=False`` comes with ``error`` saying why."""
+
+    reachable: bool
+    role: Role = Role.UNKNOWN
+    writable: bool = False
+    version: str = ""
+    flavour: str = ""  # "postgresql" | "mariadb" | "mysql"
+    # Primary: the current write position. Replica: the replayed position.
+    position: Position | None = None
+    # Replica only.
+    received: Position | None = None
+    lag_bytes: int | None = None  # PostgreSQL
+    lag_transactions: int | None = None  # MySQL/MariaDB
+    lag_seconds: float | None = None
+    streaming: bool = False
+    upstream: str | None = None
+    # Primary only.
+    replicas: tuple[ReplicaInfo, ...] = field(default_factory=tuple)
+    sync_replication: bool = False  # synchronous / semi-synchronous commits are on
+    error: str | None = None
+
+    @classmethod
+    def unreachable(cls, why: str) -> DbStatus:
+        return cls(reachable=False, error=why)
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A server to follow: the new primary's node name, address and port."""
+
+    name: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteResult:
+    already_primary: bool  # promoting a primary is a no-op that says so
+    position: Position | None
+
+
+@dataclass(frozen=True, slots=True)
+class RejoinReport:
+    """What a rejoin did, for the operator: nothing is ever silently discarded."""
+
+    method: str  # "follow" | "pg_rewind" | "pg_basebackup" | "repoint" | "reclone"
+    set_aside: tuple[str, ...] = ()  # paths of data kept aside (old data dir, dumps)
+    errant: str | None = None  # errant transactions found (GTID set), if any
+    notes: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------ interface
+
+
+@runtime_checkable
+class DatabaseDriver(Protocol):
+    """One local database server. Every method is bounded by ``timeout`` seconds."""
+
+    engine: str  # "postgresql" | "mariadb" | "mysql"
+
+    def probe(self, timeout: float) -> DbStatus:
+        """Observe the server. Never raises: an unreachable or half-broken server
+        gives ``reachable=False`` (or ``role=UNKNOWN``) with ``error`` saying why.
+        Read-only; idempotent."""
+        ...
+
+    def fence(self, timeout: float, hard: bool = False) -> None:
+        """Stop accepting writes now: once this returns, a write by an application
+        user fails. ``hard`` also stops the server (fast/immediate). Idempotent.
+        Raises DbError if the fence could not be verified."""
+        ...
+
+    def unfence(self, timeout: float) -> None:
+        """Accept writes again (only for a primary confirmed to stay primary).
+        Idempotent. Raises DbError."""
+        ...
+
+    def wait_replayed(self, timeout: float) -> Position:
+        """On a replica: wait until everything received is applied; return the final
+        position. Raises DbTimeout if it is not done in time, DbError otherwise."""
+        ...
+
+    def promote(self, timeout: float) -> PromoteResult:
+        """Make this server a writable primary (PostgreSQL: pg_promote(wait) then a
+        CHECKPOINT; MySQL/MariaDB: stop and reset replication, lift read_only).
+        Idempotent: on a primary it changes nothing and says ``already_primary``."""
+        ...
+
+    def follow(self, upstream: Upstream, timeout: float) -> None:
+        """Make this server a replica of ``upstream``, restarting it only if needed.
+        Idempotent when it already follows ``upstream``."""
+        ...
+
+    def rejoin(self, upstream: Upstream, timeout: float, force: bool = False) -> RejoinReport:
+        """Turn a former primary into a replica of ``upstream``. Keeps aside (never
+        discards) whatever ``upstream`` lacks and reports it. Raises DbRefused when
+        that needs ``force`` and it was not given."""
+        ...
+
+    def covers(self, candidate: Position, reference: Position) -> bool:
+        """True only if a server at ``candidate`` has everything a server at
+        ``reference`` had (no acknowledged commit would be lost by promoting it).
+        Pure; False when it cannot be sure (e.g. diverged timelines)."""
+        ...
