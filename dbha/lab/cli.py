@@ -211,6 +211,20 @@ def netem(c: LabContext, host: str, path: str, spec: str) -> None:
     click.echo(f"{host}: {path} impaired ({spec})")
 
 
+@fault.command("block")
+@click.argument("host")
+@click.argument("proto", type=click.Choice(["udp", "tcp"]))
+@click.argument("port", type=click.IntRange(1, 65535))
+@pass_ctx
+def block(c: LabContext, host: str, proto: str, port: int) -> None:
+    """Drop PROTO traffic to PORT in and out of HOST (nftables), e.g. heartbeats: udp 5405."""
+    try:
+        c.lab().block(host, proto, port)
+    except DbhaError as exc:
+        _fail(exc)
+    click.echo(f"{host}: {proto} port {port} blocked")
+
+
 @fault.command("kill-db")
 @click.argument("host")
 @click.argument("service", type=click.Choice(list(topo.SERVICES)))

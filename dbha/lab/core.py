@@ -235,6 +235,13 @@ class Lab:
             raise LabError(str(exc)) from exc
         self._record_fault(f"netem {host} {path} {spec}")
 
+    def block(self, host: str, proto: str, port: int) -> None:
+        """Drop ``proto`` traffic to ``port`` in and out of ``host`` (a packet filter)."""
+        self._require_up()
+        self._check_host(host)
+        net.block(self.prefix, host, proto, port)
+        self._record_fault(f"block {host} {proto} {port}")
+
     def kill_db(self, host: str, service: str) -> list[int]:
         self._require_up()
         self._check_host(host, db=True)
@@ -291,6 +298,9 @@ class Lab:
             for p in topo.host_paths(host):
                 if net.netem_stop(self.prefix, self.dir, host, p.name):
                     done.append(f"netem removed {host}/{p.name}")
+        for host in topo.HOSTS:
+            if net.unblock(self.prefix, host):
+                done.append(f"packet filter removed on {host}")
         net.all_links_up(self.prefix)
         for host in net.all_hosts():
             net.signal_pids(net.ns_pids(self.prefix, host), signal.SIGCONT)

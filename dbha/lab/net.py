@@ -327,6 +327,38 @@ def _reap(pid: int) -> None:
         time.sleep(0.02)
 
 
+# nftables table holding the lab's packet filter faults, in each host's namespace.
+NFT_TABLE = "dbha_lab_block"
+NFT = "/usr/sbin/nft"
+
+
+def block(prefix: str, host: str, proto: str, port: int) -> None:
+    """Drop ``proto`` traffic to ``port`` entering and leaving ``host`` (nftables, in
+    the host's namespace). Adds to blocks already there."""
+    if proto not in ("udp", "tcp") or not 1 <= port <= 65535:
+        raise LabError(f"cannot block {proto} {port}: say udp or tcp and a port 1-65535")
+    t = f"inet {NFT_TABLE}"
+    script = (
+        f"add table {t}\n"
+        f"add chain {t} input {{ type filter hook input priority 0; policy accept; }}\n"
+        f"add chain {t} output {{ type filter hook output priority 0; policy accept; }}\n"
+        f"add rule {t} input {proto} dport {port} counter drop\n"
+        f"add rule {t} output {proto} dport {port} counter drop\n"
+    )
+    proc.run(nsexec(prefix, host, [NFT, "-f", "-"]), input=script, timeout=IP_TIMEOUT)
+
+
+def unblock(prefix: str, host: str) -> bool:
+    """Remove every block on ``host``; returns whether there was one. Idempotent."""
+    if not os.path.exists(NFT):
+        return False  # without nft no block can have been made
+    listed = proc.run(nsexec(prefix, host, [NFT, "list", "tables"]), timeout=IP_TIMEOUT)
+    if f"table inet {NFT_TABLE}" not in listed.stdout.splitlines():
+        return False
+    proc.run(nsexec(prefix, host, [NFT, "delete", "table", "inet", NFT_TABLE]), timeout=IP_TIMEOUT)
+    return True
+
+
 def ping(prefix: str, host: str, address: str, timeout: float = 2.0) -> bool:
     """One ICMP echo from a lab host; True if answered."""
     try:

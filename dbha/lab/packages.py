@@ -31,6 +31,7 @@ NEEDED = {
     "/usr/bin/setpriv": "util-linux",
     "/usr/sbin/sysctl": "procps",
     "/usr/bin/tcpdump": "tcpdump",
+    "/usr/sbin/nft": "nftables",
 }
 POLICY = Path("/usr/sbin/policy-rc.d")
 APT_TIMEOUT = 900.0

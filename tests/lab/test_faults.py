@@ -14,6 +14,7 @@ import pytest
 from dbha.errors import LabError
 from dbha.lab import net, procs
 from dbha.lab.core import Lab
+from dbha.lab.maria import MariaNode
 from tests.lab.helpers import dbha, lab_json, ns_exec, ping
 
 
@@ -94,6 +95,7 @@ def test_kill_db_kills_one_server_only(healthy_lab: Lab) -> None:
 def test_stop_db_hangs_the_server_until_heal(healthy_lab: Lab) -> None:
     """A SIGSTOPped server accepts TCP but never answers: a bounded client gives up."""
     node = healthy_lab.node("mariadb", "b")
+    assert isinstance(node, MariaNode)
     pids = healthy_lab.stop_db("b", "mariadb")
     assert all(_state(p) == "T" for p in pids)
     # From the client host: the TCP handshake completes (the kernel does it), the
@@ -131,3 +133,30 @@ def test_status_is_unhealthy_while_a_replica_is_down(healthy_lab: Lab) -> None:
     st = lab_json(healthy_lab.prefix)
     assert st["_exit"] == 1
     assert "pg: server on b is not running" in st["problems"]
+
+
+def _tcp_connects(lab: Lab, host: str, address: str, port: int) -> bool:
+    code = (
+        "import socket,sys\n"
+        f"try: socket.create_connection(({address!r},{port}),timeout=1).close()\n"
+        "except OSError: sys.exit(1)\n"
+    )
+    return ns_exec(lab, host, "python3", "-c", code).returncode == 0
+
+
+def test_block_drops_one_port_both_ways_until_heal(healthy_lab: Lab) -> None:
+    """block a tcp 5432: nothing reaches a's port 5432 (nor leaves a for it), other
+    ports and ping still work; status names the fault; heal removes the filter."""
+    p = healthy_lab.prefix
+    assert _tcp_connects(healthy_lab, "c", "198.18.0.11", 5432)
+    dbha("lab", "fault", "block", "a", "tcp", "5432", "--prefix", p)
+    assert not _tcp_connects(healthy_lab, "c", "198.18.0.11", 5432)  # into a
+    assert not _tcp_connects(healthy_lab, "a", "198.18.0.12", 5432)  # out of a
+    assert _tcp_connects(healthy_lab, "c", "198.18.0.11", 3306)
+    assert ping(healthy_lab, "c", "198.18.0.11").returncode == 0
+    assert "fault active: block a tcp 5432" in lab_json(p)["problems"]
+    bad = dbha("lab", "fault", "block", "a", "sctp", "5432", "--prefix", p, check=False)
+    assert bad.returncode != 0
+    out = dbha("lab", "heal", "--prefix", p).stdout
+    assert "packet filter removed on a" in out
+    assert _tcp_connects(healthy_lab, "c", "198.18.0.11", 5432)

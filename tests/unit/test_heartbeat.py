@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dbha.beatpaths import DropCounters, EventKind, PathEvent, PathSet, PathTracker
 from dbha.beatwire import (
     HEADER_LEN,
     MAC_LEN,
@@ -32,7 +33,6 @@ from dbha.beatwire import (
     encode,
     verify,
 )
-from dbha.heartbeat import DropCounters, EventKind, PathEvent, PathSet, PathTracker
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

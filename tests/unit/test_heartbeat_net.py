@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from dbha.beatpaths import EventKind
 from dbha.beatwire import Beat, DbSummary, DropReason, Role, encode
 from dbha.heartbeat import (
-    EventKind,
     HeartbeatError,
     HeartbeatService,
     HeartbeatSnapshot,

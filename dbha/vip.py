@@ -1,0 +1,240 @@
+"""The virtual IP: add it, remove it, say who holds it.
+
+:class:`Vip` is the driver: one netlink socket (pyroute2 ``IPRoute``) and one
+:class:`~dbha.garp.Garp`, both opened when the supervisor starts, inside the
+node's namespace. Every verb is idempotent, checks the result by reading the
+interface's addresses back, and raises only :class:`VipError` (or its
+:class:`VipConflict`): pyroute2's NetlinkError and OSError are mapped here.
+
+Adding is: ARP probe for the address (duplicate address detection) and
+refuse if another MAC answers; add; verify; announce with gratuitous ARP.
+IPv4 only for now.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dbha.config import VipConfig
+from dbha.errors import DbhaError
+from dbha.garp import Announcement, ArpError, Garp
+
+DEFAULT_PROBE_TIMEOUT = 0.2  # seconds a DAD probe listens; a LAN answers within a millisecond
+
+
+class VipError(DbhaError):
+    """The VIP could not be added, removed or inspected."""
+
+
+class VipConflict(VipError):
+    """Another host answers for the address: adding it would make two holders."""
+
+    def __init__(self, address: str, interface: str, mac: str) -> None:
+        self.address, self.interface, self.mac = address, interface, mac
+        super().__init__(
+            f"VIP {address}: refusing to add it on {interface}: "
+            f"another host (MAC {mac}) answers ARP for it"
+        )
+
+
+@dataclass(frozen=True)
+class Acquired:
+    """What :meth:`Vip.acquire` did."""
+
+    address: str
+    interface: str
+    added: bool  # False: it was already here
+    announcement: Announcement
+
+
+@dataclass(frozen=True)
+class VipHolder:
+    """Who holds the VIP, as seen from this node."""
+
+    address: str
+    here: bool  # configured on our interface
+    other_mac: str | None  # another host answering ARP for it (None: nobody else)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "here": self.here, "other_mac": self.other_mac}
+
+
+def _netlink_detail(exc: Exception) -> str:
+    if isinstance(exc, NetlinkError):
+        code = exc.code
+        return f"{errno.errorcode.get(code, code)}: {exc}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Vip:
+    """Add, remove and query one IPv4 VIP on one interface.
+
+    Contract:
+
+    - The constructor validates (ValueError), then opens the netlink socket
+      and, unless one is given, the Garp socket; VipError if either fails or
+      the interface does not exist.
+    - ``acquire()`` is idempotent: if the address is already here it is only
+      announced again. Otherwise it raises VipConflict (and adds nothing)
+      when another MAC answers the ARP probe, VipError when the add fails or
+      cannot be seen afterwards. Bounded by ``probe_timeout`` plus
+      ``arp_count × arp_interval``.
+    - ``release()`` is idempotent; returns whether the address was there;
+      VipError if it is still there afterwards.
+    - ``holds_vip()`` reads the interface; ``holder()`` also probes ARP.
+    - All verbs are serialised by a lock; ``close()`` is idempotent.
+    """
+
+    def __init__(
+        self,
+        address: str | ipaddress.IPv4Interface,
+        interface: str,
+        *,
+        arp_count: int,
+        arp_interval_ms: int,
+        garp: Garp | None = None,
+        probe_timeout: float = DEFAULT_PROBE_TIMEOUT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        iface = ipaddress.ip_interface(address)
+        if not isinstance(iface, ipaddress.IPv4Interface):
+            raise ValueError(f"VIP {address}: only IPv4 VIPs are supported")
+        if arp_count < 1 or arp_interval_ms < 1 or probe_timeout <= 0:
+            raise ValueError("arp_count, arp_interval_ms and probe_timeout must be positive")
+        self.address = iface
+        self.ip = str(iface.ip)
+        self.interface = interface
+        self.arp_count, self.arp_interval = arp_count, arp_interval_ms / 1000.0
+        self.probe_timeout = probe_timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        try:
+            self._ipr = IPRoute()
+        except (NetlinkError, OSError) as exc:
+            raise VipError(f"cannot open netlink: {_netlink_detail(exc)}") from exc
+        try:
+            self._index = self._lookup()
+            self._own_garp = garp is None
+            self.garp = garp if garp is not None else Garp(interface)
+        except (VipError, ArpError) as exc:
+            self._ipr.close()
+            raise VipError(str(exc)) from exc
+
+    @classmethod
+    def from_config(cls, cfg: VipConfig, garp: Garp | None = None) -> Vip:
+        return cls(
+            cfg.address,  # type: ignore[arg-type]  # IPv6 is refused by the constructor
+            cfg.interface,
+            arp_count=cfg.arp_count,
+            arp_interval_ms=cfg.arp_interval_ms,
+            garp=garp,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._ipr.close()
+            if self._own_garp:
+                self.garp.close()
+
+    def __enter__(self) -> Vip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- netlink, mapped
+
+    def _lookup(self) -> int:
+        try:
+            found = self._ipr.link_lookup(ifname=self.interface)
+        except (NetlinkError, OSError) as exc:
+            raise VipError(f"interface {self.interface}: {_netlink_detail(exc)}") from exc
+        if not found:
+            raise VipError(f"interface {self.interface} does not exist")
+        return int(found[0])
+
+    def _present(self) -> bool:
+        try:
+            addrs = self._ipr.get_addr(index=self._index, family=2)
+        except (NetlinkError, OSError) as exc:
+            raise VipError(
+                f"cannot read the addresses of {self.interface}: {_netlink_detail(exc)}"
+            ) from exc
+        return any(a.get("IFA_ADDRESS") == self.ip for a in addrs)
+
+    def _change(self, verb: str) -> None:
+        try:
+            self._ipr.addr(
+                verb, index=self._index, address=self.ip, prefixlen=self.address.network.prefixlen
+            )
+        except NetlinkError as exc:
+            # Idempotence: adding what is there, removing what is not.
+            if (verb, exc.code) in (("add", errno.EEXIST), ("del", errno.EADDRNOTAVAIL)):
+                return
+            raise VipError(
+                f"VIP {self.address}: cannot {verb} on {self.interface}: {_netlink_detail(exc)}"
+            ) from exc
+        except OSError as exc:
+            raise VipError(
+                f"VIP {self.address}: cannot {verb} on {self.interface}: {_netlink_detail(exc)}"
+            ) from exc
+
+    # -- verbs
+
+    def holds_vip(self) -> bool:
+        """True if the address is configured on our interface. Raises VipError."""
+        with self._lock:
+            return self._present()
+
+    def holder(self, timeout: float | None = None) -> VipHolder:
+        """Whether we hold it, and which other MAC (if any) answers ARP for it."""
+        with self._lock:
+            here = self._present()
+        try:
+            other = self.garp.probe(self.ip, timeout=timeout or self.probe_timeout)
+        except ArpError as exc:
+            raise VipError(str(exc)) from exc
+        return VipHolder(self.ip, here, other)
+
+    def acquire(self) -> Acquired:
+        """Probe, add, verify, announce. See the class contract."""
+        with self._lock:
+            added = False
+            if not self._present():
+                try:
+                    other = self.garp.probe(self.ip, timeout=self.probe_timeout)
+                except ArpError as exc:
+                    raise VipError(str(exc)) from exc
+                if other is not None:
+                    raise VipConflict(str(self.address), self.interface, other)
+                self._change("add")
+                if not self._present():
+                    raise VipError(f"VIP {self.address}: added but not on {self.interface}")
+                added = True
+            # announce() records failed sends instead of raising: the address is
+            # ours either way, and clients learn it at their next ARP at the latest.
+            announcement = self.garp.announce(
+                self.ip, count=self.arp_count, interval=self.arp_interval
+            )
+            return Acquired(self.ip, self.interface, added, announcement)
+
+    def release(self) -> bool:
+        """Remove the address if present; return whether it was. Raises VipError."""
+        with self._lock:
+            was = self._present()
+            if was:
+                self._change("del")
+            if self._present():
+                raise VipError(f"VIP {self.address}: still on {self.interface} after removal")
+            return was
