@@ -12,13 +12,10 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# Debian packages the project needs. The database servers are installed
-# without letting their maintainer scripts start a server in the root
-# namespace: a policy-rc.d that refuses, created only if absent and removed
-# only if we created it.
-PACKAGES=(python3 python3-venv iproute2 iputils-ping iputils-arping tcpdump
-          postgresql-15 postgresql-client-15 mariadb-server mariadb-client
-          mariadb-backup util-linux procps)
+# Python itself. Everything else (database servers, network tools) is
+# installed by `dbha lab install` (dbha/lab/packages.py), which keeps servers
+# from starting in the root namespace and reuses this apt-get update.
+PACKAGES=(python3 python3-venv)
 missing=()
 for p in "${PACKAGES[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -29,16 +26,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "dbha: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get -o DPkg::Lock::Timeout=600 update -q
-    made_policy=0
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
-        chmod 0755 /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    trap '[ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
     apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}"
-    if [ "$made_policy" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
-    trap - EXIT
 fi
 
 # The virtualenv, rebuilt only when pyproject.toml changed since the last install.

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 from dbha import proc
@@ -42,6 +43,17 @@ def missing() -> list[str]:
     return sorted({pkg for path, pkg in NEEDED.items() if not os.path.exists(path)})
 
 
+def lists_fresh(max_age: float = 3600.0) -> bool:
+    """True if apt's package lists were refreshed within ``max_age`` seconds (so the
+    set-up scripts and the lab together run one ``apt-get update``, not two)."""
+    lists = Path("/var/lib/apt/lists")
+    try:
+        newest = max(p.stat().st_mtime for p in lists.glob("*_Packages*"))
+    except (OSError, ValueError):
+        return False
+    return time.time() - newest < max_age
+
+
 def ensure() -> list[str]:
     """Install the missing packages (one apt-get update first). Returns what was installed."""
     need = missing()
@@ -61,7 +73,8 @@ def ensure() -> list[str]:
         made_policy = True
     try:
         apt = ["apt-get", "-o", "DPkg::Lock::Timeout=600", "-q"]
-        proc.run([*apt, "update"], timeout=APT_TIMEOUT, env=env)
+        if not lists_fresh():
+            proc.run([*apt, "update"], timeout=APT_TIMEOUT, env=env)
         proc.run(
             [*apt, "install", "-y", "--no-install-recommends", *need], timeout=APT_TIMEOUT, env=env
         )
