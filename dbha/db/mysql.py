@@ -1,0 +1,406 @@
+"""The MySQL/MariaDB driver (PyMySQL): MariaDB 10.6+ and MySQL 8.0.23+.
+
+One :class:`MysqlDriver` drives one local server, built from a frozen
+:class:`~dbha.db.mysqlconn.MysqlSettings`. The server's version picks the
+flavour (:mod:`dbha.db.mysqlflavour`); GTID arithmetic is in
+:mod:`dbha.db.gtid`, the rejoin in :mod:`dbha.db.mysqlrejoin`, connections,
+timeouts and the exception boundary in :mod:`dbha.db.mysqlconn`.
+
+Each verb opens its own connection, bounded by the verb's timeout, and closes
+it. On a reachable server, ``DbStatus.error`` carries warnings that need an
+operator even though the server answers: a replication error, a semi-sync
+primary that fell back to asynchronous commits, unsafe GTID settings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+
+from dbha import proc
+from dbha.db import gtid, mysqlrejoin, relaylog
+from dbha.db.base import (
+    DbError,
+    DbRefused,
+    DbStatus,
+    DbTimeout,
+    DbUnreachable,
+    Position,
+    PromoteResult,
+    RejoinReport,
+    Role,
+    Upstream,
+)
+from dbha.db.mysqlconn import (
+    Deadline,
+    MysqlSettings,
+    ReplicationStopped,
+    Session,
+    boundary,
+    read_secret,
+)
+from dbha.db.mysqlflavour import Flavour
+from dbha.db.mysqlrows import (
+    ReplicaRow,
+    ServerVars,
+    clients_to_kill,
+    parse_replicas,
+    parse_semisync,
+    text,
+)
+
+log = logging.getLogger("dbha.db.mysql")
+
+POLL = 0.05  # seconds between looks while waiting for replication to start or a server to stop
+UNKNOWN_THREAD = 1094  # KILL of a connection that has just gone
+
+
+class MysqlDriver:
+    """A MySQL or MariaDB server behind :class:`dbha.db.base.DatabaseDriver`."""
+
+    def __init__(self, settings: MysqlSettings) -> None:
+        self.settings = settings
+        self.engine = settings.engine
+        self.name = settings.name
+
+    # -- helpers ---------------------------------------------------------------
+
+    def session(self, deadline: Deadline, what: str) -> Session:
+        return Session(self.settings, deadline, what)
+
+    @staticmethod
+    def state(s: Session) -> tuple[ServerVars, ReplicaRow | None]:
+        f = s.flavour
+        return f.parse_vars(s.one(f.vars_sql)), f.parse_replica_status(s.rows(f.replica_status_sql))
+
+    @staticmethod
+    def position(f: Flavour, gtid_text: str | None) -> Position | None:
+        return None if gtid_text is None else Position(engine=f.name, gtid=gtid_text)
+
+    def received(self, f: Flavour, v: ServerVars, rep: ReplicaRow) -> str | None:
+        return gtid.merge(f.name, v.executed, rep.received or None)
+
+    # -- probe -------------------------------------------------------------------
+
+    def probe(self, timeout: float) -> DbStatus:
+        """Role, writability, positions, lag, replicas. Never raises."""
+        what = f"probe {self.name}"
+        try:
+            s = self.session(Deadline(timeout), what)
+        except DbError as exc:
+            return DbStatus.unreachable(str(exc))
+        except Exception as exc:  # a probe never raises: say what broke instead
+            return DbStatus.unreachable(f"{what}: unexpected {type(exc).__name__}: {exc}")
+        with s:
+            try:
+                return self._observe(s)
+            except Exception as exc:
+                why = str(exc) if isinstance(exc, DbError) else f"{type(exc).__name__}: {exc}"
+                return DbStatus(
+                    reachable=True, version=s.version, flavour=s.flavour.name, error=why
+                )
+
+    def _observe(self, s: Session) -> DbStatus:
+        f = s.flavour
+        v, rep = self.state(s)
+        notes = list(v.problems)
+        if f.name != self.engine:
+            notes.append(f"configured as {self.engine}, but the server is {f.name}")
+        writable = not (v.read_only or v.super_read_only)
+        if rep is None:
+            semi = parse_semisync(s.rows(f.semisync_sql))
+            dumps = [
+                r
+                for r in s.rows(f.processlist_sql)
+                if text(r, "command").lower() in ("binlog dump", "binlog dump gtid")
+            ]
+            replicas = parse_replicas(s.rows(f.replica_hosts_sql), dumps, semi)
+            if semi.fell_back:
+                notes.append(
+                    "semi-synchronous replication is enabled but off: commits are being "
+                    "acknowledged without any replica (asynchronous fallback)"
+                )
+            return DbStatus(
+                reachable=True,
+                role=Role.PRIMARY,
+                writable=writable,
+                version=s.version,
+                flavour=f.name,
+                position=self.position(f, v.executed),
+                replicas=replicas,
+                sync_replication=semi.active,
+                error="; ".join(notes) or None,
+            )
+        received = self.received(f, v, rep)
+        behind = gtid.behind(f.name, received, v.executed)
+        if rep.error:
+            notes.append(rep.error)
+        return DbStatus(
+            reachable=True,
+            role=Role.REPLICA,
+            writable=writable,
+            version=s.version,
+            flavour=f.name,
+            position=self.position(f, v.executed),
+            received=self.position(f, received),
+            lag_transactions=behind,
+            lag_seconds=self._lag_seconds(f, v, rep, behind),
+            streaming=rep.streaming,
+            upstream=f"{rep.source_host}:{rep.source_port}",
+            error="; ".join(notes) or None,
+        )
+
+    @staticmethod
+    def _lag_seconds(
+        f: Flavour, v: ServerVars, rep: ReplicaRow, behind: int | None
+    ) -> float | None:
+        """Age of the oldest received transaction not yet applied (0 when none); None
+        when unknown (nothing pending, but not connected to the primary either)."""
+        sbm = None if rep.seconds_behind is None else float(rep.seconds_behind)
+        if behind == 0:
+            return sbm if sbm is not None else (0.0 if rep.io_running == "Yes" else None)
+        stamp = relaylog.pending_timestamp(
+            v.datadir, rep.relay_file, rep.relay_pos or 0, f.gtid_event_types
+        )
+        if stamp is not None:
+            return max(0.0, time.time() - stamp)
+        return sbm
+
+    # -- fence / unfence --------------------------------------------------------
+
+    def fence(self, timeout: float, hard: bool = False) -> None:
+        """read_only (+ super_read_only on MySQL), then end every client connection
+        but replication's and ours, then check read_only holds. ``hard`` then stops
+        the server (``stop_argv``, or SQL SHUTDOWN) and waits until it is gone, even
+        if the soft part failed. Idempotent."""
+        dl, what = Deadline(timeout), f"fence {self.name}"
+        try:
+            with self.session(dl, what) as s:
+                killed = self._fence(s, dl, what)
+            log.info("%s: read-only, %d client connection(s) ended", what, killed)
+        except DbError as exc:
+            if not hard:
+                raise
+            log.warning("%s: soft fence failed (%s); stopping the server", what, exc)
+        if hard:
+            self._stop(dl, what)
+
+    def _fence(self, s: Session, dl: Deadline, what: str) -> int:
+        f, killed = s.flavour, 0
+        # Setting read_only waits for commits in flight and for table locks. Give it
+        # part of the budget, then end the clients that hold it up and try again.
+        s.run(f"SET SESSION lock_wait_timeout = {max(1, int(dl.left(what) / 3))}")
+        try:
+            for sql in f.read_only_sql(True):
+                s.run(sql)
+        except DbTimeout:
+            killed += self._kill_clients(s)
+            s.run(f"SET SESSION lock_wait_timeout = {max(1, int(dl.left(what)))}")
+            for sql in f.read_only_sql(True):
+                s.run(sql)
+        killed += self._kill_clients(s)
+        v = f.parse_vars(s.one(f.vars_sql))
+        if not f.fenced(v):
+            raise DbError(f"{what}: read_only did not hold after setting it")
+        return killed
+
+    @staticmethod
+    def _kill_clients(s: Session) -> int:
+        ids = clients_to_kill(s.rows(s.flavour.processlist_sql), s.id)
+        for cid in ids:
+            s.run("KILL CONNECTION %s", (cid,), ignore=(UNKNOWN_THREAD,))
+        return len(ids)
+
+    def _stop(self, dl: Deadline, what: str) -> None:
+        if self.settings.stop_argv:
+            with boundary(f"{what}: stop command"):
+                proc.run(self.settings.stop_argv, timeout=dl.left(what))
+        else:
+            with contextlib.suppress(DbUnreachable), self.session(dl, what) as s:
+                s.run("SHUTDOWN", ignore_lost=True)
+        while True:  # gone = a connection is refused, not merely slow
+            try:
+                with self.session(Deadline(min(1.0, dl.left(what))), what):
+                    pass
+            except DbUnreachable:
+                return
+            except DbTimeout:
+                pass  # still shutting down (or hung): keep trying until the deadline
+            time.sleep(min(POLL, max(dl.remaining(), 0)))
+
+    def unfence(self, timeout: float) -> None:
+        """Lift read_only on a primary. Refuses (DbRefused) on a configured replica:
+        a writable replica would diverge. After a hard fence, starts the server first
+        when ``start_argv`` is set. Idempotent."""
+        dl, what = Deadline(timeout), f"unfence {self.name}"
+        try:
+            s = self.session(dl, what)
+        except DbUnreachable:
+            if not self.settings.start_argv:
+                raise
+            with boundary(f"{what}: start command"):
+                proc.run(self.settings.start_argv, timeout=dl.left(what))
+            s = self._connect_when_up(dl, what)
+        with s:
+            f = s.flavour
+            v, rep = self.state(s)
+            if rep is not None:
+                raise DbRefused(
+                    f"{what}: it replicates from {rep.source_host}:{rep.source_port}; "
+                    "promote it instead of unfencing it"
+                )
+            for sql in f.read_only_sql(False):
+                s.run(sql)
+            v = f.parse_vars(s.one(f.vars_sql))
+            if v.read_only or v.super_read_only:
+                raise DbError(f"{what}: read_only is still on")
+
+    def _connect_when_up(self, dl: Deadline, what: str) -> Session:
+        while True:
+            try:
+                return self.session(Deadline(min(1.0, dl.left(what))), what)
+            except DbUnreachable:
+                time.sleep(min(POLL * 2, max(dl.remaining(), 0)))
+
+    # -- replication --------------------------------------------------------------
+
+    def wait_replayed(self, timeout: float) -> Position:
+        """Apply everything received (starting a stopped applier that has no error);
+        return the applied position. On a server that replicates from nobody there is
+        nothing to apply: its position comes back at once."""
+        dl, what = Deadline(timeout), f"wait_replayed {self.name}"
+        with self.session(dl, what) as s:
+            f = s.flavour
+            v, rep = self.state(s)
+            if rep is not None:
+                self._apply_received(s, dl, what, v, rep)
+                v = f.parse_vars(s.one(f.vars_sql))
+            pos = self.position(f, v.executed)
+            if pos is None:
+                raise DbError(f"{what}: the server's GTID position is unreadable")
+            return pos
+
+    def _apply_received(
+        self, s: Session, dl: Deadline, what: str, v: ServerVars, rep: ReplicaRow
+    ) -> None:
+        f = s.flavour
+        behind = gtid.behind(f.name, self.received(f, v, rep), v.executed)
+        if behind == 0:
+            return
+        if rep.sql_running != "Yes":
+            if rep.sql_errno or rep.sql_error:
+                raise DbError(f"{what}: the applier stopped on an error: {rep.error}")
+            s.run(f.start_applier_sql)
+        left = dl.left(what)
+        sql, args = f.wait_sql(rep.received, max(0.0, left - min(0.5, left / 10)))
+        row = s.one(sql, args)
+        if row is None or not f.wait_succeeded(row.get("done")):
+            raise DbTimeout(f"{what}: {behind} transaction(s) still not applied in time")
+
+    def promote(self, timeout: float) -> PromoteResult:
+        """Stop receiving, apply everything already received (a semi-sync ack means
+        received, not applied), stop and forget replication, lift read_only.
+        A writable server that replicates from nobody is already primary: no-op. One
+        that is read-only (a promotion interrupted after the reset, or a fenced
+        primary chosen to serve again) is made writable. If what was received cannot
+        be applied in time, the receiver is restarted and nothing else changed."""
+        dl, what = Deadline(timeout), f"promote {self.name}"
+        with self.session(dl, what) as s:
+            f = s.flavour
+            v, rep = self.state(s)
+            if rep is None and not (v.read_only or v.super_read_only):
+                return PromoteResult(already_primary=True, position=self.position(f, v.executed))
+            if rep is not None:
+                s.run(f.stop_receiver_sql)
+                v, after = self.state(s)
+                try:
+                    self._apply_received(s, dl, what, v, after or rep)
+                except DbError:
+                    with contextlib.suppress(DbError):
+                        s.run(f.start_receiver_sql)  # leave it replicating, as found
+                    raise
+                s.run(f.stop_replica_sql)
+                s.run(f.reset_replica_sql)
+            for sql in f.read_only_sql(False):
+                s.run(sql)
+            v = f.parse_vars(s.one(f.vars_sql))
+            if v.read_only or v.super_read_only:
+                raise DbError(f"{what}: read_only is still on")
+            log.info("%s: promoted at %s", what, v.executed)
+            return PromoteResult(already_primary=False, position=self.position(f, v.executed))
+
+    def follow(self, upstream: Upstream, timeout: float) -> None:
+        """Keep read_only on, point replication at ``upstream`` with GTID
+        auto-positioning and start it; returns once both threads run. Idempotent.
+        Raises DbError when replication stops on an error (e.g. this server has
+        transactions the upstream lacks: use rejoin), DbTimeout when it is still
+        connecting at the deadline."""
+        dl, what = Deadline(timeout), f"follow {self.name} -> {upstream.name}"
+        with self.session(dl, what) as s:
+            f = s.flavour
+            v, rep = self.state(s)
+            if not f.fenced(v):
+                for sql in f.read_only_sql(True):
+                    s.run(sql)
+            if rep is not None and rep.follows(upstream.host, upstream.port):
+                if rep.streaming:
+                    return
+                s.run(f.start_replica_sql)
+            else:
+                self.point_at(s, upstream, v, rep)
+                s.run(f.start_replica_sql)
+            self.wait_streaming(s, dl, what)
+            log.info("%s: replicating", what)
+
+    def point_at(
+        self, s: Session, upstream: Upstream, v: ServerVars, rep: ReplicaRow | None
+    ) -> None:
+        """CHANGE MASTER / CHANGE REPLICATION SOURCE to ``upstream`` (not started)."""
+        f = s.flavour
+        if rep is not None:
+            s.run(f.stop_replica_sql)
+        start = f.slave_pos_to_set(v)
+        if start is not None:  # a former primary: its own writes are in the binlog only
+            s.run(f.set_position_sql, (start,))
+        password = read_secret(self.settings.repl_password_file, f"{s.what}: replication")
+        sql, args = f.change_source(
+            upstream.host,
+            upstream.port,
+            self.settings.repl_user,
+            password,
+            self.settings.connect_retry,
+            self.settings.heartbeat_period,
+        )
+        s.run(sql, args, secrets=(password,))
+
+    @staticmethod
+    def wait_streaming(s: Session, dl: Deadline, what: str) -> None:
+        f = s.flavour
+        while True:
+            rep = f.parse_replica_status(s.rows(f.replica_status_sql))
+            if rep is None:
+                raise DbError(f"{what}: replication is not configured")
+            if rep.streaming:
+                return
+            if (rep.io_running == "No" and rep.io_errno) or (
+                rep.sql_running == "No" and rep.sql_errno
+            ):
+                raise ReplicationStopped(f"{what}: replication stopped: {rep.error}", rep)
+            if dl.remaining() <= POLL:
+                raise DbTimeout(
+                    f"{what}: not replicating yet (receiver {rep.io_running}, applier "
+                    f"{rep.sql_running}{'; ' + rep.error if rep.error else ''})"
+                )
+            time.sleep(POLL)
+
+    def rejoin(self, upstream: Upstream, timeout: float, force: bool = False) -> RejoinReport:
+        """See :func:`dbha.db.mysqlrejoin.rejoin`."""
+        return mysqlrejoin.rejoin(self, upstream, timeout, force)
+
+    def covers(self, candidate: Position, reference: Position) -> bool:
+        """GTID containment (MariaDB: per domain and server id; MySQL: uuid sets).
+        False for positions of different engines or unreadable text."""
+        if candidate.engine != reference.engine:
+            return False
+        return gtid.covers(candidate.engine, candidate.gtid, reference.gtid)

@@ -1,0 +1,185 @@
+"""Reading MySQL/MariaDB result rows into values. Pure; never raises.
+
+Every function takes rows as PyMySQL returns them (dicts) and copes with a
+missing column, a NULL, bytes or an odd value by giving a neutral value.
+Both servers' spellings are accepted (``Master_*``/``Source_*``,
+``Slave_*``/``Replica_*``, ``master``/``source`` in semi-sync names).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from dbha.db.base import ReplicaInfo
+
+Row = Mapping[str, Any]
+
+# Connections fence() leaves alone: the replication threads of both directions and
+# the server's own daemons (``system user`` is how both servers show their threads).
+KEEP_COMMANDS = frozenset(
+    {"binlog dump", "binlog dump gtid", "daemon", "slave_io", "slave_sql", "slave_worker"}
+)
+KEEP_USERS = frozenset({"system user", "event_scheduler"})
+SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema", "sys"})
+
+
+def text(row: Row | None, *keys: str) -> str:
+    """The first present, non-NULL column of ``keys`` as text ("" if none)."""
+    if row is None:
+        return ""
+    for key in keys:
+        value = row.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bytes | bytearray):
+            return bytes(value).decode("utf-8", "replace")
+        return str(value)
+    return ""
+
+
+def number(row: Row | None, *keys: str) -> int | None:
+    value = text(row, *keys).strip()
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return int(float(value))
+        except (ValueError, OverflowError):  # "", "abc", "nan", "inf"
+            return None
+
+
+def flag(row: Row | None, *keys: str) -> bool:
+    return text(row, *keys).strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+# ----------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class ServerVars:
+    """The global variables a probe reads in one statement."""
+
+    version: str
+    server_id: int | None
+    read_only: bool
+    super_read_only: bool
+    executed: str | None  # everything this server has applied, normalized; None if unreadable
+    slave_pos: str  # MariaDB's gtid_slave_pos as the server has it ("" on MySQL)
+    datadir: str
+    problems: tuple[str, ...] = ()  # settings that make GTID replication unsafe
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaRow:
+    """The default replication channel, from SHOW SLAVE / REPLICA STATUS."""
+
+    source_host: str
+    source_port: int | None
+    io_running: str  # "Yes" | "No" | "Connecting"
+    sql_running: str
+    received: str  # Gtid_IO_Pos / Retrieved_Gtid_Set, as the server wrote it
+    seconds_behind: int | None
+    io_errno: int
+    io_error: str
+    sql_errno: int
+    sql_error: str
+    relay_file: str
+    relay_pos: int | None
+    auto_position: bool  # MASTER_USE_GTID (any) / SOURCE_AUTO_POSITION=1
+
+    @property
+    def streaming(self) -> bool:
+        return self.io_running == "Yes" and self.sql_running == "Yes"
+
+    @property
+    def error(self) -> str:
+        parts = []
+        if self.io_errno or self.io_error:
+            parts.append(f"receiver error {self.io_errno}: {self.io_error}")
+        if self.sql_errno or self.sql_error:
+            parts.append(f"applier error {self.sql_errno}: {self.sql_error}")
+        return "; ".join(parts)
+
+    def follows(self, host: str, port: int) -> bool:
+        return self.source_host == host and self.source_port == port and self.auto_position
+
+
+@dataclass(frozen=True, slots=True)
+class SemiSync:
+    enabled: bool  # the primary is configured to wait for an acknowledgement
+    active: bool  # ... and currently does (False after the silent fallback)
+    clients: int  # replicas connected in semi-synchronous mode
+
+    @property
+    def fell_back(self) -> bool:
+        return self.enabled and not self.active
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """``"5.5.5-10.11.6-MariaDB-log"`` -> ``(10, 11, 6)``; ``()`` if unreadable."""
+    version = version.removeprefix("5.5.5-")
+    m = re.match(r"^(\d+)\.(\d+)\.(\d+)", version)
+    return tuple(int(g) for g in m.groups()) if m else ()
+
+
+def clients_to_kill(rows: Sequence[Row], own_id: int | None) -> list[int]:
+    """Ids of the client connections a fence must end: all but replication, the
+    server's own threads and the fencing connection itself."""
+    out = []
+    for row in rows:
+        cid = number(row, "id", "ID", "Id")
+        if cid is None or cid == own_id:
+            continue
+        if text(row, "command", "COMMAND", "Command").strip().lower() in KEEP_COMMANDS:
+            continue
+        if text(row, "user", "USER", "User").strip().lower() in KEEP_USERS:
+            continue
+        out.append(cid)
+    return out
+
+
+def parse_semisync(rows: Sequence[Row]) -> SemiSync:
+    """From ``name``/``value`` rows of the semi-sync variables and status (both the
+    ``master`` and the MySQL 8.0.26+ ``source`` spellings)."""
+    values = {text(r, "name").lower(): text(r, "value") for r in rows}
+
+    def get(suffix: str) -> str:
+        for side in ("master", "source"):
+            if f"rpl_semi_sync_{side}_{suffix}" in values:
+                return values[f"rpl_semi_sync_{side}_{suffix}"]
+        return ""
+
+    enabled = get("enabled").strip().upper() in ("1", "ON")
+    active = get("status").strip().upper() in ("1", "ON")
+    clients = number({"c": get("clients")}, "c") or 0
+    return SemiSync(enabled=enabled, active=enabled and active, clients=clients)
+
+
+def parse_replicas(
+    hosts: Sequence[Row], dumps: Sequence[Row], semisync: SemiSync
+) -> tuple[ReplicaInfo, ...]:
+    """Connected replicas, from SHOW SLAVE HOSTS / SHOW REPLICAS (names) and the
+    binlog dump threads (addresses, state). The server does not say which row
+    belongs to which thread, so a name is given only when there is one of each."""
+    infos = []
+    sync = semisync.active and semisync.clients >= len(dumps) > 0
+    for dump in dumps:
+        address = text(dump, "host", "HOST").rsplit(":", 1)[0] or None
+        state = text(dump, "state", "STATE").lower()
+        infos.append(
+            ReplicaInfo(
+                name=address or "?",
+                address=address,
+                state="streaming" if "sent all binlog" in state else "catchup",
+                sync=sync,
+            )
+        )
+    if len(infos) == 1 and len(hosts) == 1:
+        h = hosts[0]
+        name = text(h, "Host") or f"server-{text(h, 'Server_id', 'Server_Id')}"
+        only = infos[0]
+        infos = [ReplicaInfo(name=name, address=only.address, state=only.state, sync=only.sync)]
+    return tuple(infos)
