@@ -87,6 +87,13 @@ DEFAULT_DB_HOST = "127.0.0.1"  # used when neither database.host nor database.so
 DEFAULT_DB_PORT: dict[str, int] = {"postgresql": 5432, "mariadb": 3306, "mysql": 3306}
 DEFAULT_DB_NAME: dict[str, str] = {"postgresql": "postgres", "mariadb": "mysql", "mysql": "mysql"}
 DEFAULT_DB_USER = "dbha"
+DEFAULT_PG_BIN = Path("/usr/lib/postgresql/15/bin")
+DEFAULT_OS_USER: dict[str, str] = {"postgresql": "postgres", "mariadb": "mysql", "mysql": "mysql"}
+DEFAULT_REPLICATION_USER: dict[str, str] = {
+    "postgresql": "replicator",
+    "mariadb": "repl",
+    "mysql": "repl",
+}
 DEFAULT_CONNECT_TIMEOUT_MS = 1000
 DEFAULT_STATEMENT_TIMEOUT_MS = 2000
 DEFAULT_HEARTBEAT_INTERVAL_MS = 100
@@ -172,6 +179,16 @@ class DatabaseConfig:
     password_file: Path | None
     connect_timeout_ms: int
     statement_timeout_ms: int
+    # How dbha acts on the server beyond SQL (follow, rejoin, hard fence).
+    data_directory: Path | None  # required for PostgreSQL
+    bin_directory: Path  # PostgreSQL's programs (pg_ctl, pg_rewind, pg_basebackup)
+    os_user: str  # the server's OS account; server-side tools run as it
+    start_command: tuple[str, ...] | None  # None: the engine's default
+    stop_command: tuple[str, ...] | None  # may contain {mode} (fast | immediate)
+    replication_user: str
+    replication_passfile: Path | None  # PostgreSQL: pgpass format, owned by os_user
+    replication_password_file: Path | None  # MySQL/MariaDB: the password alone, root-only
+    aside_directory: Path | None  # where a rejoin keeps what it sets aside
 
     @property
     def is_postgresql(self) -> bool:
@@ -388,6 +405,9 @@ def _service(t: Table) -> ServiceConfig:
     return cfg
 
 
+_OS_USER = (r"[a-z_][a-z0-9_-]{0,31}", "must be a user name such as postgres or mysql")
+
+
 def _database(t: Table) -> DatabaseConfig:
     engine = _pick(t, "engine", ENGINES, None)
     host = t.opt("host", string(*_HOST))
@@ -419,6 +439,19 @@ def _database(t: Table) -> DatabaseConfig:
         statement_timeout_ms=t.get(
             "statement_timeout_ms", integer(100, 600_000), DEFAULT_STATEMENT_TIMEOUT_MS
         ),
+        data_directory=t.opt("data_directory", absolute_path),
+        bin_directory=t.get("bin_directory", absolute_path, DEFAULT_PG_BIN),
+        os_user=t.get("os_user", string(*_OS_USER), DEFAULT_OS_USER.get(engine, "mysql")),
+        start_command=t.opt("start_command", argv),
+        stop_command=t.opt("stop_command", argv),
+        replication_user=t.get(
+            "replication_user",
+            string(r"[^\x00-\x1f']{1,63}", "must be 1-63 printable characters, no quote"),
+            DEFAULT_REPLICATION_USER.get(engine, "repl"),
+        ),
+        replication_passfile=t.opt("replication_passfile", absolute_path),
+        replication_password_file=t.opt("replication_password_file", absolute_path),
+        aside_directory=t.opt("aside_directory", absolute_path),
     )
     t.finish()
     return cfg

@@ -167,6 +167,15 @@ def _check_targets(cfg: Config, r: Report) -> None:
             r.add(f"{key}.host", str(t.host), f"repeats safety.target[{seen[str(t)]}]")
 
 
+def _engine_only(r: Report, applies: bool, *keys: str) -> None:
+    """Refuse keys that the configured engine does not use."""
+    if applies:
+        return
+    for key in keys:
+        if r.given(f"database.{key}") and r.ok(f"database.{key}"):
+            r.add(f"database.{key}", NOTHING, "is not used with this database.engine")
+
+
 def _check_engine(cfg: Config, r: Report) -> None:
     db = cfg.database
     if db.socket is not None and r.given("database.host") and r.ok("database.host"):
@@ -177,6 +186,19 @@ def _check_engine(cfg: Config, r: Report) -> None:
         )
     if not r.ok("database.engine"):
         return
+    _engine_only(r, db.is_postgresql, "data_directory", "bin_directory", "replication_passfile")
+    _engine_only(r, not db.is_postgresql, "replication_password_file")
+    if db.is_postgresql:
+        for key in ("data_directory", "replication_passfile"):
+            if not r.given(f"database.{key}"):
+                r.add(f"database.{key}", NOTHING, 'required with database.engine = "postgresql"')
+    elif not r.given("database.replication_password_file"):
+        r.add(
+            "database.replication_password_file",
+            NOTHING,
+            f'required with database.engine = "{db.engine}" (the replication account\'s password, '
+            "for CHANGE MASTER)",
+        )
     if (
         not db.is_postgresql
         and r.given("replication.max_lag_bytes")
@@ -264,6 +286,10 @@ def _file_findings(cfg: Config) -> list[tuple[str, bool]]:
     secrets = [("heartbeat.key_file", cfg.heartbeat.key_file, MIN_KEY_FILE_BYTES)]
     if cfg.database.password_file is not None:
         secrets.insert(0, ("database.password_file", cfg.database.password_file, 1))
+    for key in ("replication_passfile", "replication_password_file"):
+        path = getattr(cfg.database, key)
+        if path is not None:
+            secrets.append((f"database.{key}", path, 1))
     for key, path, min_size in secrets:
         why = _secret_problem(path, min_size)
         if why:

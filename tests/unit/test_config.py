@@ -36,7 +36,12 @@ BASE: dict[str, Any] = {
     "service": {"id": "pg"},
     "node": {"name": "a"},
     "peer": {"name": "b"},
-    "database": {"engine": "postgresql", "password_file": "/etc/dbha/pg.password"},
+    "database": {
+        "engine": "postgresql",
+        "password_file": "/etc/dbha/pg.password",
+        "data_directory": "/var/lib/postgresql/15/main",
+        "replication_passfile": "/var/lib/postgresql/.pgpass-dbha",
+    },
     "heartbeat": {
         "key_file": "/etc/dbha/heartbeat.key",
         "path": [
@@ -240,10 +245,47 @@ def test_defaults_fill_every_optional_key() -> None:
     assert cfg.log == config.LogConfig("text", "info")
 
 
+TO_MARIADB = [
+    ("database.engine", "mariadb"),
+    ("database.data_directory", DELETE),
+    ("database.replication_passfile", DELETE),
+    ("database.replication_password_file", "/etc/dbha/repl.password"),
+]
+
+
 def test_mariadb_defaults() -> None:
-    cfg = config.loads(changed(("database.engine", "mariadb")))
+    cfg = config.loads(changed(*TO_MARIADB))
     assert (cfg.database.port, cfg.database.dbname) == (3306, "mysql")
+    assert (cfg.database.os_user, cfg.database.replication_user) == ("mysql", "repl")
     assert not cfg.database.is_postgresql
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            [("database.data_directory", DELETE)],
+            ['database.data_directory: required with database.engine = "postgresql"'],
+        ),
+        (
+            [("database.replication_password_file", "/x")],
+            ["database.replication_password_file: is not used with this database.engine"],
+        ),
+        (
+            [*TO_MARIADB[:3]],
+            ['database.replication_password_file: required with database.engine = "mariadb"'],
+        ),
+        (
+            [*TO_MARIADB, ("database.data_directory", "/var/lib/mysql")],
+            ["database.data_directory: is not used with this database.engine"],
+        ),
+    ],
+)
+def test_engine_specific_database_keys(changes: list[tuple[str, Any]], expected: list[str]) -> None:
+    problems = problems_of(changed(*changes))
+    assert len(problems) == len(expected), problems
+    for p, e in zip(problems, expected, strict=True):
+        assert p.startswith(e), problems
 
 
 def test_defaults_leave_room_for_the_fence_deadline() -> None:
@@ -527,7 +569,7 @@ MULTI: list[tuple[list[tuple[str, Any]], list[str]]] = [
         ['database.socket = "/var/run/postgresql": cannot be used together with database.host'],
     ),
     (
-        [("database.engine", "mariadb"), ("replication.max_lag_bytes", 5)],
+        [*TO_MARIADB, ("replication.max_lag_bytes", 5)],
         ['replication.max_lag_bytes = 5: only used with database.engine = "postgresql"'],
     ),
     (
@@ -736,13 +778,16 @@ def _program(path: Path, mode: int = 0o755) -> Path:
 def _with_files(tmp_path: Path, *changes: tuple[str, Any]) -> config.Config:
     password = tmp_path / "pg.password"
     key = tmp_path / "heartbeat.key"
-    if not password.exists():
-        _secret(password, 0o600)
-    if not key.exists():
-        _secret(key, 0o600)
+    passfile = tmp_path / "pgpass"
+    for path in (password, key, passfile):
+        if not path.exists():
+            _secret(path, 0o600)
     return config.loads(
         changed(
-            ("database.password_file", str(password)), ("heartbeat.key_file", str(key)), *changes
+            ("database.password_file", str(password)),
+            ("heartbeat.key_file", str(key)),
+            ("database.replication_passfile", str(passfile)),
+            *changes,
         )
     )
 
