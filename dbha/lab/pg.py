@@ -101,27 +101,9 @@ class PgNode:
         if self.pid() is not None:
             return
         self._clear_stale_lock()
-        opts = (
-            f"-c listen_addresses=0.0.0.0 -c port={SERVICE.port} "
-            f"-c unix_socket_directories={self.run} -c cluster_name={self.host}"
-        )
         try:
             proc.run(
-                self._as_postgres(
-                    [
-                        str(PGBIN / "pg_ctl"),
-                        "start",
-                        "-D",
-                        str(self.data),
-                        "-l",
-                        str(self.log),
-                        "-w",
-                        "-t",
-                        str(START_TIMEOUT),
-                        "-o",
-                        opts,
-                    ]
-                ),
+                self._as_postgres(self.start_argv()),
                 timeout=START_TIMEOUT + 10,
                 env=self._env(),
             )
@@ -129,6 +111,27 @@ class PgNode:
             raise LabError(
                 f"PostgreSQL on {self.host} did not start: {exc}; see {self.log}"
             ) from exc
+
+    def start_argv(self) -> list[str]:
+        """The pg_ctl line that starts this node (per-node settings on the command
+        line), without the namespace and user prefix; shared with the driver."""
+        opts = (
+            f"-c listen_addresses=0.0.0.0 -c port={SERVICE.port} "
+            f"-c unix_socket_directories={self.run} -c cluster_name={self.host}"
+        )
+        return [
+            str(PGBIN / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            str(START_TIMEOUT),
+            "-o",
+            opts,
+        ]
 
     def _clear_stale_lock(self) -> None:
         # A killed postmaster can stay a zombie until init reaps it, and

@@ -1,0 +1,461 @@
+"""PostgreSQL driver plumbing: settings, bounded sessions, tools, error mapping.
+
+Shared by ``dbha.db.postgres`` (the SQL verbs) and ``dbha.db.pgrejoin`` (the
+verbs that rewrite a data directory). Everything that can raise a foreign
+exception (psycopg, OSError, subprocess) is funnelled through ``map_error``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pwd
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import errors as pgerr
+from psycopg.rows import dict_row
+
+from dbha import proc
+from dbha.db.base import DbCommandFailed, DbError, DbTimeout, DbUnreachable
+from dbha.errors import CommandFailed, CommandTimeout
+
+ENGINE = "postgresql"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# libpq (and psycopg) never wait less than this for a connection to open.
+CONNECT_FLOOR = 2.0
+# After the deadline, a watchdog cuts a session's socket; this is its grace.
+CUT_GRACE = 0.5
+POLL = 0.02
+
+Row = dict[str, Any]
+Conn = psycopg.Connection[Row]
+
+_SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
+_LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
+
+
+def setpriv_prefix(os_user: str) -> tuple[str, ...]:
+    """How to run a server-side tool as ``os_user`` (the production default)."""
+    return ("setpriv", "--reuid", os_user, "--regid", os_user, "--init-groups", "--")
+
+
+@dataclass(frozen=True, slots=True)
+class PgSettings:
+    """Everything the PostgreSQL driver needs to know about ONE local server.
+
+    ``host`` is a host name/address or a unix socket directory; the driver logs in
+    as ``user`` (a superuser) with the password read from ``password_file`` (the
+    password alone on its first line). Server-side tools run as
+    ``tool_prefix + argv`` with exactly ``tool_env``. ``start_argv`` starts the
+    server and must wait until it accepts connections (``pg_ctl start -w``);
+    ``stop_argv`` stops it, with ``{mode}`` replaced by fast or immediate.
+    A replica follows its upstream as ``replication_user`` with the pgpass-format
+    ``replication_passfile`` (readable by ``os_user``), through the physical slot
+    named ``node_name`` on the upstream (also its application_name).
+    ``work_dir`` (default: the data directory's parent, writable by ``os_user``)
+    holds short-lived passfiles and the directories a rejoin sets aside.
+    ``rejoin_copy_before_rewind`` keeps a full copy of the data directory before
+    pg_rewind (otherwise only the diverged WAL is kept aside).
+    """
+
+    node_name: str
+    data_dir: Path
+    host: str
+    password_file: Path
+    replication_passfile: Path
+    port: int = 5432
+    user: str = "dbha"
+    dbname: str = "postgres"
+    bin_dir: Path = PG_BIN
+    os_user: str = "postgres"
+    tool_prefix: tuple[str, ...] = setpriv_prefix("postgres")
+    tool_env: Mapping[str, str] = field(
+        default_factory=lambda: {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    )
+    start_argv: tuple[str, ...] | None = None
+    stop_argv: tuple[str, ...] | None = None
+    log_file: Path | None = None  # pg_ctl -l for the default start_argv
+    replication_user: str = "replicator"
+    replication_connect_timeout: int = 2
+    work_dir: Path | None = None
+    rejoin_copy_before_rewind: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not _SLOT_RE.match(self.node_name):
+            problems.append(
+                f"node_name {self.node_name!r} must be a valid slot name: 1-63 of [a-z0-9_]"
+            )
+        if not 0 < self.port < 65536:
+            problems.append(f"port {self.port} is out of range")
+        for name in ("data_dir", "password_file", "replication_passfile", "bin_dir"):
+            if not Path(getattr(self, name)).is_absolute():
+                problems.append(f"{name} must be an absolute path")
+        if not self.host:
+            problems.append("host must not be empty")
+        if self.stop_argv is not None and not any("{mode}" in a for a in self.stop_argv):
+            problems.append("stop_argv must contain {mode}")
+        if self.replication_connect_timeout < 1:
+            problems.append("replication_connect_timeout must be >= 1")
+        if problems:
+            raise ValueError("invalid PostgreSQL settings: " + "; ".join(problems))
+
+    @property
+    def slot(self) -> str:
+        return self.node_name
+
+    def workdir(self) -> Path:
+        return self.work_dir if self.work_dir is not None else self.data_dir.parent
+
+    def start_command(self, timeout: float) -> list[str]:
+        if self.start_argv is not None:
+            return list(self.start_argv)
+        log = self.log_file or self.workdir() / "postgresql-dbha.log"
+        return [
+            str(self.bin_dir / "pg_ctl"),
+            "start",
+            "-D",
+            str(self.data_dir),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            str(max(1, math.ceil(timeout))),
+        ]
+
+    def stop_command(self, mode: str, timeout: float) -> list[str]:
+        if self.stop_argv is not None:
+            return [a.replace("{mode}", mode) for a in self.stop_argv]
+        return [
+            str(self.bin_dir / "pg_ctl"),
+            "stop",
+            "-D",
+            str(self.data_dir),
+            "-m",
+            mode,
+            "-w",
+            "-t",
+            str(max(1, math.ceil(timeout))),
+        ]
+
+
+# ------------------------------------------------------------------ positions
+
+
+def parse_lsn(text: object) -> int | None:
+    """``'16/B374D848'`` -> int; None for None or anything that is not an LSN."""
+    if not isinstance(text, str):
+        return None
+    m = _LSN_RE.match(text.strip())
+    if m is None:
+        return None
+    return (int(m.group(1), 16) << 32) | int(m.group(2), 16)
+
+
+def format_lsn(lsn: int) -> str:
+    if not 0 <= lsn < 1 << 64:
+        raise ValueError(f"LSN out of range: {lsn}")
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def walfile_timeline(name: object) -> int | None:
+    """The timeline of a WAL segment or history file name; None if it is neither."""
+    if not isinstance(name, str):
+        return None
+    if re.fullmatch(r"[0-9A-F]{24}", name) or re.fullmatch(r"[0-9A-F]{8}\.history", name):
+        return int(name[:8], 16)
+    return None
+
+
+def walfile_segno(name: str, segment_size: int) -> int | None:
+    """The segment number of a WAL segment file name (None for other names)."""
+    if not re.fullmatch(r"[0-9A-F]{24}", name) or segment_size <= 0:
+        return None
+    return int(name[8:16], 16) * (0x100000000 // segment_size) + int(name[16:24], 16)
+
+
+# ---------------------------------------------------------------------- errors
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def map_error(exc: BaseException, what: str, timed_out: bool = False) -> DbError:
+    """Translate a foreign exception into the ``DbError`` family (never raises)."""
+    if isinstance(exc, DbError):
+        return exc
+    detail = f"{what}: {_last_line(exc)}"
+    if timed_out:
+        return DbTimeout(f"{what}: no answer before the deadline ({_last_line(exc)})")
+    if isinstance(
+        exc,
+        (
+            pgerr.ConnectionTimeout,
+            pgerr.CancellationTimeout,
+            pgerr.QueryCanceled,
+            pgerr.LockNotAvailable,
+            CommandTimeout,
+            TimeoutError,
+            subprocess.TimeoutExpired,
+        ),
+    ):
+        return DbTimeout(detail)
+    if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError, ConnectionError)):
+        return DbUnreachable(detail)
+    if isinstance(exc, (CommandFailed, subprocess.SubprocessError)):
+        return DbCommandFailed(detail)
+    return DbError(detail)
+
+
+# -------------------------------------------------------------------- deadline
+
+
+class Deadline:
+    """A verb's time budget, started when the verb starts."""
+
+    def __init__(self, timeout: float, what: str) -> None:
+        if not timeout > 0:
+            raise DbError(f"{what}: timeout must be positive, not {timeout!r}")
+        self.what = what
+        self.timeout = timeout
+        self.end = time.monotonic() + timeout
+
+    def remaining(self) -> float:
+        return self.end - time.monotonic()
+
+    def left(self, minimum: float = 0.05) -> float:
+        """Seconds left; DbTimeout when less than ``minimum`` is left."""
+        rest = self.remaining()
+        if rest < minimum:
+            raise DbTimeout(f"{self.what}: not done within {self.timeout:g} s")
+        return rest
+
+
+# --------------------------------------------------------------------- session
+
+
+def read_password(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise DbError(f"cannot read password file {path}: {exc.strerror or exc}") from exc
+
+
+class _Watchdog:
+    """Cuts a session's socket if it is still open at the deadline, so a frozen
+    server (which never answers and never times out a statement itself) cannot hold
+    a verb past its bound."""
+
+    def __init__(self, conn: Conn, after: float) -> None:
+        self.conn = conn
+        self.fired = False
+        self._lock = threading.Lock()
+        self._closed = False
+        self._timer = threading.Timer(max(0.0, after), self._cut)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _cut(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                fd = self.conn.pgconn.socket
+                with socket.socket(fileno=os.dup(fd)) as s:
+                    s.shutdown(socket.SHUT_RDWR)
+                self.fired = True
+            except (OSError, psycopg.Error):
+                pass
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._closed = True
+            self.conn.close()
+
+
+@contextmanager
+def session(s: PgSettings, deadline: Deadline, dbname: str | None = None) -> Iterator[Conn]:
+    """A fresh autocommit session to the local server, bounded by ``deadline``:
+    connect_timeout, statement_timeout and lock_timeout come from what is left, and
+    a watchdog cuts the socket at the deadline. Errors come out as ``DbError``."""
+    rest = deadline.left()
+    ms = max(1, int(rest * 1000))
+    watchdog: _Watchdog | None = None
+    try:
+        conn: Conn = psycopg.connect(
+            host=s.host,
+            port=s.port,
+            user=s.user,
+            password=read_password(s.password_file),
+            dbname=dbname or s.dbname,
+            connect_timeout=max(int(CONNECT_FLOOR), math.ceil(rest)),
+            application_name="dbha",
+            options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
+            autocommit=True,
+            row_factory=dict_row,
+        )
+        watchdog = _Watchdog(conn, deadline.remaining() + CUT_GRACE)
+        yield conn
+    except (psycopg.Error, OSError) as exc:
+        fired = watchdog is not None and watchdog.fired
+        raise map_error(exc, deadline.what, timed_out=fired) from exc
+    finally:
+        if watchdog is not None:
+            watchdog.close()
+
+
+def one(conn: Conn, query: Any, params: Sequence[Any] | None = None) -> Row:
+    """Run a query that returns exactly one row."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise DbError(f"query returned no row: {str(query)[:60]}")
+    return row
+
+
+# ----------------------------------------------------------------------- tools
+
+
+def pgpass_line(user: str, password: str) -> str:
+    """One pgpass line for ``user`` on any host, port and database."""
+
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace(":", "\\:")
+
+    return f"*:*:*:{esc(user)}:{esc(password)}\n"
+
+
+def pgpass_passwords(path: Path) -> list[str]:
+    """The passwords in a pgpass file (for the argv guard); [] if unreadable."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        fields = re.split(r"(?<!\\):", line, maxsplit=4)
+        if len(fields) == 5 and fields[4]:
+            out.append(fields[4].replace("\\:", ":").replace("\\\\", "\\"))
+    return out
+
+
+def check_argv(argv: Sequence[str], secrets: Sequence[str]) -> None:
+    """Refuse an argv that carries a secret or a ``password=`` conninfo key: child
+    command lines are visible to every local user (ps, /proc)."""
+    for arg in argv:
+        if re.search(r"(^|\s)password\s*=", arg) or any(x and x in arg for x in secrets):
+            raise DbError(f"refusing to run {argv[0]}: a secret would be on its command line")
+
+
+def chown_to(path: Path, owner: str) -> None:
+    pw = pwd.getpwnam(owner)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def write_owned(path: Path, text: str, owner: str, mode: int = 0o600) -> None:
+    """Write ``path`` atomically, owned by ``owner`` with ``mode`` from the first byte."""
+    tmp = path.with_name(f".{path.name}.dbha-tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    chown_to(tmp, owner)
+    os.replace(tmp, path)
+
+
+class Tools:
+    """Runs server-side tools (pg_ctl, pg_rewind, ...) as the OS user, bounded by a
+    deadline, with a guard that no secret is ever on a command line."""
+
+    def __init__(self, s: PgSettings) -> None:
+        self.s = s
+
+    def secrets(self) -> list[str]:
+        out = pgpass_passwords(self.s.replication_passfile)
+        with suppress(DbError):
+            out.append(read_password(self.s.password_file))
+        return [x for x in out if x]
+
+    def argv(self, argv: Sequence[str]) -> list[str]:
+        """The full command line for ``argv`` (checked: no secret on it)."""
+        full = [*self.s.tool_prefix, *argv]
+        check_argv(full, self.secrets())
+        return full
+
+    def run(
+        self, argv: Sequence[str], deadline: Deadline, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        full = self.argv(argv)
+        try:
+            return proc.run(full, timeout=deadline.left(), env=self.s.tool_env, check=check)
+        except (CommandFailed, CommandTimeout) as exc:
+            raise map_error(exc, f"{deadline.what}: {Path(argv[0]).name}") from exc
+
+    def bin(self, name: str) -> str:
+        return str(self.s.bin_dir / name)
+
+    def running(self, deadline: Deadline) -> bool:
+        """Whether a postmaster runs on the data directory (pg_ctl status)."""
+        res = self.run([self.bin("pg_ctl"), "status", "-D", str(self.s.data_dir)], deadline, False)
+        if res.returncode == 0:
+            return True
+        if res.returncode == 3:
+            return False
+        raise DbCommandFailed(
+            f"{deadline.what}: pg_ctl status: exit {res.returncode}: {_last_line_text(res)}"
+        )
+
+    def start(self, deadline: Deadline) -> None:
+        self.run(self.s.start_command(deadline.left()), deadline)
+
+    def stop(self, mode: str, deadline: Deadline) -> None:
+        """Stop the server (no-op if it is not running) and check that it stopped."""
+        if not self.running(deadline):
+            return
+        self.run(self.s.stop_command(mode, deadline.left()), deadline, check=False)
+        if self.running(deadline):
+            raise DbTimeout(f"{deadline.what}: the server did not stop ({mode})")
+
+    def controldata(self, deadline: Deadline) -> dict[str, str]:
+        res = self.run([self.bin("pg_controldata"), "-D", str(self.s.data_dir)], deadline)
+        out = {}
+        for line in res.stdout.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+
+def _last_line_text(res: subprocess.CompletedProcess[str]) -> str:
+    lines = (res.stderr or res.stdout).strip().splitlines()
+    return lines[-1] if lines else "no output"
+
+
+@contextmanager
+def temp_passfile(s: PgSettings, user: str, password: str) -> Iterator[Path]:
+    """A pgpass file for one tool run: 0600, owned by the OS user, in the work dir,
+    removed afterwards whatever happens."""
+    path = s.workdir() / f".dbha-pgpass-{os.getpid()}-{threading.get_ident()}"
+    try:
+        write_owned(path, pgpass_line(user, password), s.os_user)
+    except OSError as exc:
+        raise DbError(f"cannot write a passfile in {s.workdir()}: {exc.strerror or exc}") from exc
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)

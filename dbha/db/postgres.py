@@ -1,0 +1,410 @@
+"""The PostgreSQL driver (psycopg 3): one local server behind ``DatabaseDriver``.
+
+Every verb opens its own short session over the settings' socket or address,
+bounded by the verb's timeout (connect, statement and lock timeouts, and a
+watchdog that cuts the socket of a frozen server); verbs that rewrite the data
+directory (follow, rejoin) live in ``dbha.db.pgrejoin``.
+
+About the soft fence, and its limit. ``fence()`` sets
+``default_transaction_read_only = on`` with ALTER SYSTEM (so it survives a
+restart), reloads, waits until a new session is read-only, then terminates
+every other client session and waits for them to exit. From then on every new
+transaction starts read-only. But ``default_transaction_read_only`` is only a
+default: any client may ``SET default_transaction_read_only = off`` or
+``BEGIN READ WRITE`` and write again, and a per-role or per-database setting
+(``ALTER ROLE ... SET``) overrides the server-wide one (``fence`` refuses to
+report success when such an override exists). The soft fence therefore stops
+well-behaved applications, not hostile or careless ones. The stronger fence is
+``fence(hard=True)``: the same persistent setting, then a fast shutdown, so
+nothing can write; a supervisor fencing an isolated primary should use it, and
+an operator-supplied fence command (STONITH-style) remains the strongest.
+A superuser session can even undo the fence (ALTER SYSTEM): applications must
+not connect as superusers.
+
+Bounds. libpq never waits less than 2 s for a connection to open, so a verb
+given less than 2 s may take up to 2 s to report a server that accepts TCP or
+socket connections but never answers. A hard fence of a frozen (SIGSTOPped)
+server raises DbTimeout, but its stop request is already queued: the server
+shuts down as soon as it runs again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import psycopg
+
+from dbha.db import pgrejoin
+from dbha.db.base import (
+    DbError,
+    DbStatus,
+    DbTimeout,
+    Position,
+    PromoteResult,
+    RejoinReport,
+    ReplicaInfo,
+    Role,
+    Upstream,
+)
+from dbha.db.pgconn import (
+    ENGINE,
+    POLL,
+    Conn,
+    Deadline,
+    PgSettings,
+    Tools,
+    map_error,
+    one,
+    parse_lsn,
+    session,
+    walfile_timeline,
+)
+
+__all__ = ["ENGINE", "PgSettings", "PostgresDriver", "covers"]
+
+_SETTINGS_SQL = """
+SELECT pg_is_in_recovery() AS recovery,
+       current_setting('server_version') AS version,
+       current_setting('default_transaction_read_only') AS read_only,
+       current_setting('synchronous_standby_names') AS sync_names,
+       current_setting('synchronous_commit') AS sync_commit
+"""
+
+_PRIMARY_SQL = """
+SELECT pg_current_wal_lsn()::text AS lsn,
+       pg_walfile_name(pg_current_wal_lsn()) AS walfile,
+       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli
+"""
+
+_REPLICAS_SQL = """
+SELECT application_name AS name, host(client_addr) AS address, state, sync_state,
+       sent_lsn::text AS sent, flush_lsn::text AS flushed, replay_lsn::text AS replayed,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes,
+       extract(epoch FROM replay_lag)::float8 AS lag_seconds
+FROM pg_stat_replication ORDER BY application_name
+"""
+
+# The replayed position's timeline is not exposed directly: take the highest
+# timeline the server knows of (WAL receiver, last restartpoint, WAL and history
+# files). Erring high only makes covers() more conservative.
+_REPLICA_SQL = """
+SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text AS received,
+       pg_last_wal_replay_lsn()::text AS replayed,
+       CASE WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_replay_lsn() IS NULL
+              THEN NULL
+            ELSE greatest(pg_wal_lsn_diff(pg_last_wal_receive_lsn(),
+                                          pg_last_wal_replay_lsn()), 0)::bigint
+       END AS lag_bytes,
+       CASE WHEN pg_last_wal_receive_lsn() IS NULL THEN NULL
+            WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0.0
+            ELSE greatest(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0)::float8
+       END AS lag_seconds,
+       pg_is_wal_replay_paused() AS paused,
+       r.status AS receiver, r.received_tli, r.sender_host, r.sender_port,
+       (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
+       (SELECT max(name) FROM pg_ls_waldir()
+         WHERE name ~ '^[0-9A-F]{24}$' OR name ~ '^[0-9A-F]{8}\\.history$') AS last_walfile,
+       current_setting('primary_conninfo') AS conninfo
+FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver r ON true
+"""
+
+_CLIENTS_SQL = """
+SELECT pid FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+
+_OVERRIDES_SQL = """
+SELECT coalesce(r.rolname, '*') AS role, coalesce(d.datname, '*') AS db
+FROM pg_db_role_setting s
+LEFT JOIN pg_roles r ON r.oid = s.setrole
+LEFT JOIN pg_database d ON d.oid = s.setdatabase
+WHERE EXISTS (SELECT 1 FROM unnest(s.setconfig) c
+              WHERE c LIKE 'default_transaction_read_only=%')
+"""
+
+
+def covers(candidate: Position, reference: Position) -> bool:
+    """Same timeline and an LSN at least as far. Across timelines the answer needs
+    the timeline history (where the new timeline forked); without it, False."""
+    if candidate.engine != ENGINE or reference.engine != ENGINE:
+        return False
+    if None in (candidate.lsn, candidate.timeline, reference.lsn, reference.timeline):
+        return False
+    assert candidate.lsn is not None and reference.lsn is not None
+    return candidate.timeline == reference.timeline and candidate.lsn >= reference.lsn
+
+
+def _tli_max(*values: object) -> int | None:
+    tlis = [v for v in values if isinstance(v, int) and v > 0]
+    return max(tlis) if tlis else None
+
+
+def primary_position(conn: Conn) -> Position:
+    row = one(conn, _PRIMARY_SQL)
+    return Position(
+        engine=ENGINE, timeline=walfile_timeline(row["walfile"]), lsn=parse_lsn(row["lsn"])
+    )
+
+
+class PostgresDriver:
+    """``DatabaseDriver`` for one local PostgreSQL (15+) server. Thread-safe: it
+    holds no connection between calls."""
+
+    engine = ENGINE
+
+    def __init__(self, settings: PgSettings) -> None:
+        self.settings = settings
+        self.tools = Tools(settings)
+
+    # -- probe ----------------------------------------------------------------
+
+    def probe(self, timeout: float) -> DbStatus:
+        """Observe the server. Never raises (any failure is in the status)."""
+        try:
+            deadline = Deadline(timeout, "probe")
+            with session(self.settings, deadline) as conn:
+                return self._probe(conn)
+        except DbError as exc:
+            return DbStatus.unreachable(str(exc))
+        except Exception as exc:  # the contract: probe never raises
+            return DbStatus.unreachable(str(map_error(exc, "probe")))
+
+    def _probe(self, conn: Conn) -> DbStatus:
+        base = one(conn, _SETTINGS_SQL)
+        seen = DbStatus(
+            reachable=True,
+            version=str(base["version"]),
+            flavour=ENGINE,
+            sync_replication=bool(base["sync_names"])
+            and base["sync_commit"] not in ("off", "local"),
+        )
+        try:
+            if not base["recovery"]:
+                pos = primary_position(conn)
+                reps = tuple(self._replica(r, pos.timeline) for r in conn.execute(_REPLICAS_SQL))
+                return replace(
+                    seen,
+                    role=Role.PRIMARY,
+                    writable=base["read_only"] == "off",
+                    position=pos,
+                    replicas=reps,
+                )
+            row = one(conn, _REPLICA_SQL)
+        except (psycopg.Error, DbError) as exc:
+            # Reachable, but the server did not say what it is: half-broken.
+            return replace(seen, role=Role.UNKNOWN, error=str(map_error(exc, "probe")))
+        tli = _tli_max(
+            row["received_tli"], row["checkpoint_tli"], walfile_timeline(row["last_walfile"])
+        )
+        received = parse_lsn(row["received"])
+        return replace(
+            seen,
+            role=Role.REPLICA,
+            writable=False,
+            position=Position(engine=ENGINE, timeline=tli, lsn=parse_lsn(row["replayed"])),
+            received=None if received is None else Position(ENGINE, timeline=tli, lsn=received),
+            lag_bytes=row["lag_bytes"],
+            lag_seconds=row["lag_seconds"],
+            streaming=row["receiver"] == "streaming",
+            upstream=row["sender_host"] or _conninfo_host(row["conninfo"]),
+        )
+
+    @staticmethod
+    def _replica(r: dict[str, object], tli: int | None) -> ReplicaInfo:
+        def pos(v: object) -> Position | None:
+            lsn = parse_lsn(v)
+            return Position(engine=ENGINE, timeline=tli, lsn=lsn) if lsn is not None else None
+
+        lag_b, lag_s = r["lag_bytes"], r["lag_seconds"]
+        return ReplicaInfo(
+            name=str(r["name"] or ""),
+            address=str(r["address"]) if r["address"] else None,
+            state=str(r["state"] or ""),
+            sync=r["sync_state"] in ("sync", "quorum"),
+            sent=pos(r["sent"]),
+            flushed=pos(r["flushed"]),
+            replayed=pos(r["replayed"]),
+            lag_bytes=int(lag_b) if isinstance(lag_b, int) else None,
+            lag_seconds=float(lag_s) if isinstance(lag_s, float) else None,
+        )
+
+    # -- fence ----------------------------------------------------------------
+
+    def fence(self, timeout: float, hard: bool = False) -> None:
+        """Soft: persistent read-only default + reload, wait until a new session is
+        read-only, terminate every other client session. Verified before it returns.
+        Hard: persist the read-only default if the server answers (best effort, half
+        the budget), then a fast shutdown (immediate if fast does not finish).
+        Idempotent. Raises DbTimeout / DbUnreachable / DbError when not verified."""
+        deadline = Deadline(timeout, "fence")
+        if hard:
+            self._hard_fence(deadline)
+            return
+        with session(self.settings, deadline) as conn:
+            self._set_read_only(conn, True)
+            self._wait_new_session(deadline, read_only=True)
+            self._terminate_clients(conn, deadline)
+            overrides = conn.execute(_OVERRIDES_SQL).fetchall()
+        if overrides:
+            who = ", ".join(f"role {o['role']} in database {o['db']}" for o in overrides)
+            raise DbError(
+                f"fence: read-only default set, but a per-role/database setting overrides "
+                f"default_transaction_read_only ({who}): those sessions can still write"
+            )
+
+    def _hard_fence(self, deadline: Deadline) -> None:
+        if not self.tools.running(deadline):
+            return  # a stopped server accepts no writes
+        persist = Deadline(max(0.1, deadline.remaining() / 2), "fence")
+        try:
+            with session(self.settings, persist) as conn:
+                self._set_read_only(conn, True)
+        except DbError:
+            pass  # a server too sick to answer is stopped all the same
+        try:
+            self.tools.stop("fast", Deadline(deadline.left() * 0.7, "fence"))
+        except DbError:
+            self.tools.stop("immediate", Deadline(deadline.left(), "fence"))
+
+    def unfence(self, timeout: float) -> None:
+        """Reset the read-only default and reload; on a primary, wait until a new
+        session is writable. Idempotent. Raises DbError."""
+        deadline = Deadline(timeout, "unfence")
+        with session(self.settings, deadline) as conn:
+            self._set_read_only(conn, False)
+            recovery = one(conn, "SELECT pg_is_in_recovery() AS r")["r"]
+        if not recovery:
+            self._wait_new_session(deadline, read_only=False)
+
+    @staticmethod
+    def _set_read_only(conn: Conn, on: bool) -> None:
+        if on:
+            conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        else:
+            conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        conn.execute("SELECT pg_reload_conf()")
+
+    def _wait_new_session(self, deadline: Deadline, read_only: bool) -> None:
+        # The reload is asynchronous: poll with new sessions until one sees it.
+        want = "on" if read_only else "off"
+        while True:
+            with session(self.settings, deadline) as probe:
+                got = one(probe, "SELECT current_setting('default_transaction_read_only') AS v")
+            if got["v"] == want:
+                return
+            if deadline.remaining() < POLL * 2:
+                raise DbTimeout(
+                    f"{deadline.what}: new sessions still have "
+                    f"default_transaction_read_only={got['v']}"
+                )
+            time.sleep(POLL)
+
+    @staticmethod
+    def _terminate_clients(conn: Conn, deadline: Deadline) -> None:
+        # Signal every client backend at once, then wait (briefly polling) until they
+        # are gone: pg_terminate_backend's own wait polls at 100 ms.
+        pids = [r["pid"] for r in conn.execute(_CLIENTS_SQL)]
+        if not pids:
+            return
+        conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        while True:
+            left = one(
+                conn,
+                "SELECT count(*) AS n FROM pg_stat_activity WHERE pid = ANY(%s::int[])",
+                (pids,),
+            )["n"]
+            if left == 0:
+                return
+            if deadline.remaining() < POLL * 2:
+                raise DbTimeout(f"{deadline.what}: {left} client session(s) did not exit in time")
+            time.sleep(POLL / 4)
+
+    # -- replay and promotion ---------------------------------------------------
+
+    def wait_replayed(self, timeout: float) -> Position:
+        """Replica: wait until the replay position reaches what was received when the
+        call started; return it. Primary: its current position. Does not resume a
+        paused replay (that times out). Raises DbTimeout / DbError."""
+        deadline = Deadline(timeout, "wait_replayed")
+        with session(self.settings, deadline) as conn:
+            target: int | None = None
+            while True:
+                if not one(conn, "SELECT pg_is_in_recovery() AS r")["r"]:
+                    return primary_position(conn)
+                row = one(conn, _REPLICA_SQL)
+                received, replayed = parse_lsn(row["received"]), parse_lsn(row["replayed"])
+                if target is None:
+                    target = received if received is not None else replayed
+                tli = _tli_max(
+                    row["received_tli"],
+                    row["checkpoint_tli"],
+                    walfile_timeline(row["last_walfile"]),
+                )
+                if replayed is not None and (target is None or replayed >= target):
+                    return Position(engine=ENGINE, timeline=tli, lsn=replayed)
+                if deadline.remaining() < POLL * 2:
+                    paused = " (replay is paused)" if row["paused"] else ""
+                    raise DbTimeout(
+                        f"wait_replayed: replayed {row['replayed']} of {row['received']} "
+                        f"within {timeout:g} s{paused}"
+                    )
+                time.sleep(POLL)
+
+    def promote(self, timeout: float) -> PromoteResult:
+        """pg_promote, wait until out of recovery, then CHECKPOINT (so the new
+        timeline reaches pg_control and pg_rewind works later); lifts a read-only
+        fence left from earlier. On a primary: a no-op that says ``already_primary``
+        (it only finishes a promotion whose checkpoint did not happen). Raises
+        DbTimeout / DbError."""
+        deadline = Deadline(timeout, "promote")
+        with session(self.settings, deadline) as conn:
+            if not one(conn, "SELECT pg_is_in_recovery() AS r")["r"]:
+                row = one(conn, _PRIMARY_SQL)
+                if row["checkpoint_tli"] != walfile_timeline(row["walfile"]):
+                    conn.execute("CHECKPOINT")
+                return PromoteResult(already_primary=True, position=primary_position(conn))
+            # pg_promote(wait => true) polls at 100 ms: ask, then poll more finely.
+            if not one(conn, "SELECT pg_promote(false) AS ok")["ok"]:
+                raise DbError("promote: the server refused to start the promotion")
+            while one(conn, "SELECT pg_is_in_recovery() AS r")["r"]:
+                if deadline.remaining() < POLL * 2:
+                    raise DbTimeout(f"promote: still in recovery after {timeout:g} s")
+                time.sleep(POLL / 4)
+            conn.execute("CHECKPOINT")
+            # Lift a fence left in the configuration only now: a reload during the
+            # promotion was seen to delay it by wal_retrieve_retry_interval.
+            fenced = one(
+                conn,
+                "SELECT setting = 'on' AND source <> 'default' AS f "
+                "FROM pg_settings WHERE name = 'default_transaction_read_only'",
+            )["f"]
+            if fenced:
+                self._set_read_only(conn, False)
+                self._wait_new_session(deadline, read_only=False)
+            return PromoteResult(already_primary=False, position=primary_position(conn))
+
+    # -- follow and rejoin ------------------------------------------------------
+
+    def follow(self, upstream: Upstream, timeout: float) -> None:
+        """See ``dbha.db.pgrejoin.follow``."""
+        pgrejoin.follow(self.settings, self.tools, upstream, Deadline(timeout, "follow"))
+
+    def rejoin(self, upstream: Upstream, timeout: float, force: bool = False) -> RejoinReport:
+        """See ``dbha.db.pgrejoin.rejoin``. ``force`` changes nothing for PostgreSQL:
+        a rejoin never discards, it keeps the diverged WAL (or the old data
+        directory) aside and reports it."""
+        return pgrejoin.rejoin(self.settings, self.tools, upstream, Deadline(timeout, "rejoin"))
+
+    def covers(self, candidate: Position, reference: Position) -> bool:
+        return covers(candidate, reference)
+
+
+def _conninfo_host(conninfo: object) -> str | None:
+    if not isinstance(conninfo, str) or not conninfo:
+        return None
+    try:
+        host = psycopg.conninfo.conninfo_to_dict(conninfo).get("host")
+    except psycopg.Error:
+        return None
+    return str(host) if host else None
