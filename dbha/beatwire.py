@@ -57,6 +57,8 @@ class Role(StrEnum):
 
     PRIMARY = "primary"
     REPLICA = "replica"
+    PROMOTING = "promoting"
+    HANDOVER = "handover"
     FENCED = "fenced"
     UNKNOWN = "unknown"
 
@@ -138,6 +140,10 @@ class Beat:
     sent_at: float = 0.0
     echo_boot: str = ""
     echo_seq: int = 0
+    # What the decision core needs of the peer beyond the above (see dbha.model.Announce).
+    needs_resync: bool = False
+    sync_mark: int | None = None  # the epoch of a "replica not in sync" mark
+    eligible: bool = False  # a replica that could be promoted, by its own account
 
     def __post_init__(self) -> None:
         for name in ("service", "node", "path"):
@@ -169,6 +175,12 @@ class Beat:
         _require(
             (self.echo_boot == "") == (self.echo_seq == 0), "echo_boot and echo_seq go together"
         )
+        _require(isinstance(self.needs_resync, bool), "needs_resync must be a bool")
+        _require(
+            self.sync_mark is None or (_is_int(self.sync_mark) and 0 <= self.sync_mark <= MAX_INT),
+            "sync_mark must be null or in 0..2^63-1",
+        )
+        _require(isinstance(self.eligible, bool), "eligible must be a bool")
 
 
 @dataclass(frozen=True)
@@ -201,6 +213,9 @@ def _payload(beat: Beat) -> dict[str, Any]:
         "maint": beat.maintenance,
         "sent": beat.sent_at,
         "echo": {"boot": beat.echo_boot, "seq": beat.echo_seq},
+        "resync": beat.needs_resync,
+        "mark": beat.sync_mark,
+        "elig": beat.eligible,
     }
 
 
@@ -243,6 +258,9 @@ def _beat_from(obj: object) -> Beat:
         sent_at=obj["sent"],
         echo_boot=echo["boot"],
         echo_seq=echo["seq"],
+        needs_resync=obj["resync"],
+        sync_mark=obj["mark"],
+        eligible=obj["elig"],
     )
 
 

@@ -70,6 +70,11 @@ class PathConfig:
         return socket.AF_INET6 if v6 else socket.AF_INET
 
 
+# Send times of our own rounds kept for matching the peer's echo (a few seconds'
+# worth at any sane interval; an older echo means the peer hears nothing new).
+SENT_TIMES_KEPT = 512
+
+
 @dataclass(frozen=True)
 class LocalStatus:
     """What our beats say about us; replaced whole by ``update_status``."""
@@ -78,6 +83,9 @@ class LocalStatus:
     role: Role = Role.UNKNOWN
     db: DbSummary = field(default_factory=DbSummary)
     maintenance: bool = False
+    needs_resync: bool = False
+    sync_mark: int | None = None
+    eligible: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.epoch, int) or isinstance(self.epoch, bool):
@@ -100,6 +108,10 @@ class HeartbeatSnapshot:
     last_beat: Beat | None  # the newest admitted beat from the peer, on any path
     last_beat_at: float | None
     peer_hears_us: bool  # the newest peer beat echoes our boot id
+    # When we sent the beat of ours that the peer's newest beat echoes (our
+    # monotonic clock): the peer heard us at that time or later. None: no echo.
+    echo_sent_at: float | None
+    eligible_at: float | None  # when we admitted the newest beat announcing eligible
     counters: DropCounters
     events_lost: int  # transitions dropped because nobody drained them
 
@@ -160,6 +172,8 @@ class HeartbeatService:
         self._seq = 0
         self._last_beat: Beat | None = None
         self._last_beat_at: float | None = None
+        self._eligible_at: float | None = None
+        self._sent_times: dict[int, float] = {}
         self._events: deque[PathEvent] = deque(maxlen=1024)
         self._events_lost = 0
         self._drops: dict[tuple[str, DropReason], int] = {}
@@ -211,10 +225,19 @@ class HeartbeatService:
         writable: bool,
         position: str,
         maintenance: bool,
+        needs_resync: bool = False,
+        sync_mark: int | None = None,
+        eligible: bool = False,
     ) -> None:
         """Make the next beats carry this status. Never blocks on I/O; raises ValueError."""
         status = LocalStatus(
-            epoch, Role(role), DbSummary(reachable, writable, position), maintenance
+            epoch,
+            Role(role),
+            DbSummary(reachable, writable, position),
+            maintenance,
+            needs_resync,
+            sync_mark,
+            eligible,
         )
         with self._lock:
             self._status = status
@@ -240,6 +263,12 @@ class HeartbeatService:
                 last_beat=last,
                 last_beat_at=self._last_beat_at,
                 peer_hears_us=last is not None and last.echo_boot == self.boot_id,
+                echo_sent_at=(
+                    self._sent_times.get(last.echo_seq)
+                    if last is not None and last.echo_boot == self.boot_id
+                    else None
+                ),
+                eligible_at=self._eligible_at,
                 counters=DropCounters.of(
                     self._cfg, self._drops, self._accepted, self._sent, self._send_errors
                 ),
@@ -288,6 +317,9 @@ class HeartbeatService:
             self._wall(),
             echo_boot,
             echo_seq,
+            st.needs_resync,
+            st.sync_mark,
+            st.eligible,
         )
 
     def _encode(self, beat: Beat) -> bytes:
@@ -323,6 +355,10 @@ class HeartbeatService:
         with self._lock:
             self._seq += 1
             seq, status, guard = self._seq, self._status, self._guard
+            # Remember when each round left, so the peer's echo of it dates what the
+            # peer has heard of us (the lease of dbha.decide rests on this).
+            self._sent_times[seq] = self._clock()
+            self._sent_times.pop(seq - SENT_TIMES_KEPT, None)
         echo = (guard.boot, guard.last_seq()) if guard.boot is not None else ("", 0)
         for name, cfg in self._cfg.items():
             data = self._encode(self._beat(name, seq, status, *echo))
@@ -389,7 +425,13 @@ class HeartbeatService:
                 n = self._drops[k] = self._drops.get(k, 0) + 1
             else:
                 self._accepted[path] = self._accepted.get(path, 0) + 1
-                self._last_beat, self._last_beat_at = result, now
+                last = self._last_beat
+                # Paths reorder against each other: only a newer round (or a new boot)
+                # replaces what we know of the peer.
+                if last is None or result.boot_id != last.boot_id or result.seq > last.seq:
+                    self._last_beat, self._last_beat_at = result, now
+                    if result.eligible:
+                        self._eligible_at = now
                 self._path_set, events = self._path_set.on_beat(path, now)
                 self._record(events)
         if isinstance(result, Drop) and n & (n - 1) == 0:  # log drops 1, 2, 4, 8, ...

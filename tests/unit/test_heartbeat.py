@@ -543,3 +543,24 @@ def test_drop_counters_list_every_reason_for_every_path() -> None:
     }
     assert c.total(DropReason.REPLAYED) == 2
     json.dumps(d)  # status can print it as is
+
+
+def test_every_field_survives_encode_and_decode() -> None:
+    beat = Beat(
+        service="pg",
+        node="a",
+        path="lan",
+        boot_id="a" * 32,
+        seq=9,
+        epoch=4,
+        role=Role.HANDOVER,
+        db=DbSummary(True, False, "postgresql|2|123|"),
+        maintenance=True,
+        sent_at=12.5,
+        echo_boot="b" * 32,
+        echo_seq=3,
+        needs_resync=True,
+        sync_mark=4,
+        eligible=False,
+    )
+    assert decode(encode(beat, b"k" * 32), b"k" * 32) == beat

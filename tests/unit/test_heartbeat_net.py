@@ -374,3 +374,49 @@ def test_constructor_rejects_bad_arguments() -> None:
         PathConfig("lan", "127.0.0.2", "::1", 9)
     with pytest.raises(ValueError):
         PathConfig("lan", "127.0.0.2", "127.0.0.3", 0)
+
+
+def test_the_core_fields_travel_and_the_echo_dates_what_the_peer_heard(pair: Pair) -> None:
+    """needs_resync, sync_mark and eligible reach the peer; the peer's echo of our round
+    maps back to when we sent it (never in the future), and eligibility is time-stamped."""
+    wait_until("b sees a", lambda: all_up(pair.b))
+    pair.a.update_status(
+        epoch=3,
+        role="replica",
+        reachable=True,
+        writable=False,
+        position="0/5@tl1",
+        maintenance=False,
+        needs_resync=False,
+        sync_mark=2,
+        eligible=True,
+    )
+
+    def heard() -> bool:
+        last = pair.b.snapshot().last_beat
+        return last is not None and last.eligible and last.sync_mark == 2
+
+    wait_until("b hears a's new fields", heard)
+    snap_b = pair.b.snapshot()
+    assert snap_b.eligible_at is not None and snap_b.eligible_at <= snap_b.at
+    wait_until("a gets an echo", lambda: pair.a.snapshot().echo_sent_at is not None)
+    snap_a = pair.a.snapshot()
+    assert snap_a.echo_sent_at is not None and snap_a.echo_sent_at <= snap_a.at
+    # The echo keeps moving forward while the peer keeps hearing us.
+    first = snap_a.echo_sent_at
+    wait_until("the echo advances", lambda: (pair.a.snapshot().echo_sent_at or 0) > first)
+    pair.a.update_status(
+        epoch=3,
+        role="fenced",
+        reachable=True,
+        writable=False,
+        position="0/5@tl1",
+        maintenance=False,
+        needs_resync=True,
+    )
+
+    def resync_seen() -> bool:
+        last = pair.b.snapshot().last_beat
+        return last is not None and last.needs_resync and not last.eligible
+
+    wait_until("b hears a needs a resync", resync_seen)
