@@ -1,0 +1,143 @@
+"""Operator requests: maintenance, switchover, failover, resync."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from dbha.decide.base import (
+    _SERVING,
+    Params,
+    _d,
+    _data_ok,
+    _dead_long_enough,
+    _notify,
+    _promotion,
+    _rejoin,
+    _verdict_after_beat,
+    lease_until,
+)
+from dbha.model import (
+    FENCE,
+    RELEASE_VIP,
+    Action,
+    Decision,
+    NodeRole,
+    NodeState,
+    Observation,
+    RequestKind,
+    Verdict,
+)
+
+# ----------------------------------------------------------------- requests
+
+
+def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
+    req = obs.request
+    assert req is not None
+    kind = req.kind
+    if kind in (RequestKind.MAINTENANCE_ON, RequestKind.MAINTENANCE_OFF):
+        on = kind is RequestKind.MAINTENANCE_ON
+        word = "on" if on else "off"
+        return _d(
+            replace(state, maintenance=on),
+            "maintenance",
+            f"maintenance {word}: automatic failover {'paused' if on else 'resumed'}",
+            answer=f"maintenance {word}",
+        )
+    if kind is RequestKind.SWITCHOVER:
+        why = _switchover_blocker(state, obs)
+        if why is None:
+            acts: list[Action] = [RELEASE_VIP] if obs.vip_held else []
+            acts += [FENCE, _notify("switchover_started")]  # this fence must succeed
+            return _d(
+                replace(state, role=NodeRole.HANDOVER, since=obs.now, switching=True),
+                "switchover-start",
+                f"switchover: fenced and VIP released, handing the role to {p.peer}",
+                acts,
+                answer="switchover started",
+            )
+        return _refuse(state, f"switchover refused: {why}")
+    if kind is RequestKind.FAILOVER:
+        why = _failover_blocker(p, state, obs, req.force)
+        if why is None:
+            return _promotion(
+                p,
+                state,
+                obs,
+                "failover-forced",
+                "operator failover" + (" (forced)" if req.force else ""),
+                unilateral=obs.peer.silent,
+                answer="failover started",
+            )
+        return _refuse(state, f"failover refused: {why}")
+    # RESYNC
+    last = obs.peer.last
+    if state.role not in (NodeRole.REPLICA, NodeRole.FENCED):
+        return _refuse(state, f"resync refused: this node is {state.role.value}")
+    if (
+        last is None
+        or obs.peer.silent
+        or last.role is not NodeRole.PRIMARY
+        or last.epoch < state.epoch
+        or not last.db_reachable
+    ):
+        return _refuse(state, "resync refused: the peer is not a reachable primary")
+    return _rejoin(p, state, obs, last, "resync", req.force, answer="resync done")
+
+
+def _refuse(state: NodeState, why: str) -> Decision:
+    return _d(state, "request-refused", why, [_notify("failover_refused", why)], answer=why)
+
+
+def _switchover_blocker(state: NodeState, obs: Observation) -> str | None:
+    if state.role is not NodeRole.PRIMARY:
+        return f"this node is {state.role.value}, not the primary"
+    last = obs.peer.last
+    if last is None or obs.peer.silent:
+        return "the peer is not heard"
+    if not last.eligible or last.epoch != state.epoch:
+        return "the peer is not an eligible replica"
+    if not obs.local.reachable:
+        return "the local database does not answer"
+    if state.sync_mark is not None:
+        return "the replica is not in sync yet (replica-not-in-sync mark)"
+    return None
+
+
+def _failover_blocker(p: Params, state: NodeState, obs: Observation, force: bool) -> str | None:
+    if state.role not in (NodeRole.REPLICA, NodeRole.FENCED):
+        return f"this node is {state.role.value}"
+    if state.role is NodeRole.FENCED and not force:
+        return "this node is a fenced former primary (use --force)"
+    peer = obs.peer
+    last = peer.last
+    if peer.silent:
+        ref = peer.heard_at if peer.heard_at is not None else state.since
+        if ref is not None and obs.now < ref + p.deadline:
+            return "the peer was heard less than the self-fence deadline ago"
+        if not _verdict_after_beat(obs, Verdict.PEER_DEAD):
+            # --force skips data checks, never this: a peer whose database still
+            # answers may still serve (fence it first, or use a switchover).
+            return "the safety check does not say peer_dead"
+        if obs.now >= obs.safety.at + p.lease:  # type: ignore[union-attr]
+            return "the safety verdict is too old to serve under"
+        why = _dead_long_enough(p, state, obs.now)
+        if why is not None:
+            return why
+    elif last is None or last.db_writable or last.role in _SERVING:
+        return "the peer is heard and serving: use switchover"
+    elif last.role is NodeRole.FENCED and not last.needs_resync:
+        # it resumes as soon as it hears us as a replica: promoting now would race it
+        return "the peer is a fenced primary that may resume: use switchover once it has"
+    if not obs.local.reachable:
+        return "the local database does not answer"
+    lease = lease_until(p, obs)
+    if lease is None or obs.now >= lease:
+        return "no lease: the peer has not confirmed hearing us, and no fresh safety verdict"
+    if not force:
+        if state.needs_resync:
+            return "this node needs a resync (use --force)"
+        why = _data_ok(p, state, obs, unilateral=peer.silent)
+        if why is not None:
+            return why + " (use --force)"
+    return None

@@ -1,0 +1,370 @@
+"""Plain data of the decision core: node state, observations, actions, decisions.
+
+Everything here is an immutable value with no behaviour beyond small derived
+properties: frozen dataclasses, and NamedTuples for the four values built on
+every tick (:class:`Announce`, :class:`PeerView`, :class:`Observation`,
+:class:`Decision`), which are five times cheaper to build, a difference the
+simulation's millions of ticks feel. :func:`dbha.decide.decide` reads a :class:`NodeState`, an
+:class:`Observation` and the config, and returns a :class:`Decision`; the
+supervisor's shell gathers the observation and carries out the actions, and
+the simulation (:mod:`dbha.sim`) does both with simulated parts.
+
+Times are floats in seconds on the *local* monotonic clock of the node that
+holds them (``Observation.now`` and every ``*_at`` field). Two nodes' clocks
+are never compared with each other: a duration measured by one node is only
+ever compared with a time stamped by the same node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import NamedTuple
+
+from dbha.db.base import DbStatus, Position
+
+
+class NodeRole(StrEnum):
+    """What a node is, for the pair.
+
+    - ``replica``: follows the primary; may be promoted.
+    - ``promoting``: has bumped and persisted a new epoch and is promoting its
+      database; becomes ``primary`` once that and the VIP are done.
+    - ``primary``: serves writes, but only while its lease holds (see
+      :mod:`dbha.decide`).
+    - ``handover``: a primary giving the role away (planned switchover, or its
+      own database failed): fenced, VIP released, waiting for the peer to take
+      over.
+    - ``fenced``: a former primary that stopped serving (isolated, lease lost,
+      restarted, or a newer epoch seen). It resumes only when its peer
+      confirms it may; with ``needs_resync`` it never does until resynced.
+    """
+
+    REPLICA = "replica"
+    PROMOTING = "promoting"
+    PRIMARY = "primary"
+    HANDOVER = "handover"
+    FENCED = "fenced"
+
+
+class Verdict(StrEnum):
+    """The safety check's conclusion (the same values as :mod:`dbha.safety`)."""
+
+    PEER_DEAD = "peer_dead"
+    I_AM_ISOLATED = "i_am_isolated"
+    PEER_ALIVE_HEARTBEAT_BROKEN = "peer_alive_heartbeat_broken"
+    UNKNOWN = "unknown"
+
+
+class RequestKind(StrEnum):
+    """An operator's request, as the control socket hands it to the core."""
+
+    SWITCHOVER = "switchover"  # run on the primary: give the role to the peer
+    FAILOVER = "failover"  # run on the replica: take the role (``force`` skips data checks)
+    RESYNC = "resync"  # rejoin the local node as a replica of the peer
+    MAINTENANCE_ON = "maintenance_on"
+    MAINTENANCE_OFF = "maintenance_off"
+
+
+# ----------------------------------------------------------------- node state
+
+# Fields of NodeState that are persisted; the others live only in memory and
+# are reset when the supervisor starts.
+PERSISTED = ("role", "epoch", "needs_resync", "maintenance", "last_failover", "sync_mark")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    """The node's own state: persisted fields first, then in-memory bookkeeping.
+
+    ``epoch`` grows by one with every promotion in the pair and is never
+    lowered. ``sync_mark`` is set (to the epoch it was taken in) while a
+    synchronous-mode primary acknowledges commits without its replica
+    ("replica not in sync"); it is carried in every beat. ``last_failover`` is
+    the wall-clock time of this node's last promotion, for status only.
+    """
+
+    role: NodeRole = NodeRole.REPLICA
+    epoch: int = 0
+    needs_resync: bool = False
+    maintenance: bool = False
+    last_failover: float | None = None
+    sync_mark: int | None = None
+    # ---- in memory only (reset at start)
+    started: bool = False  # the start-up rule has run
+    since: float | None = None  # when the current role was entered (local clock)
+    fenced_at: float | None = None  # when we stopped serving; resuming needs news after it
+    switching: bool = False  # the handover is a planned switchover
+    db_fails: int = 0  # consecutive failed probes of the local database
+    eligible_since: float | None = None  # replica: announcing itself eligible since then
+    clear_pos: Position | None = None  # primary with a mark: covered by the replica -> clear
+    safety_asked_at: float | None = None  # last RunSafetyCheck request
+    dead_since: float | None = None  # start of the current run of peer_dead verdicts
+
+    def persisted(self) -> NodeState:
+        """This state with the in-memory fields reset, as it would be loaded from disk."""
+        return NodeState(
+            self.role,
+            self.epoch,
+            self.needs_resync,
+            self.maintenance,
+            self.last_failover,
+            self.sync_mark,
+        )
+
+    def same_persisted(self, other: NodeState) -> bool:
+        return (
+            self.role is other.role
+            and self.epoch == other.epoch
+            and self.needs_resync == other.needs_resync
+            and self.maintenance == other.maintenance
+            and self.last_failover == other.last_failover
+            and self.sync_mark == other.sync_mark
+        )
+
+
+assert tuple(f.name for f in fields(NodeState))[: len(PERSISTED)] == PERSISTED
+
+
+# ---------------------------------------------------------------- observation
+
+
+class Announce(NamedTuple):
+    """What a node says about itself in every beat (the beat minus its transport).
+
+    ``eligible`` is the sender's own claim that it is a replica that could be
+    promoted (replica role, database up as a replica, no resync needed, no
+    newer epoch seen): a primary in synchronous mode counts its replica as
+    present only while it hears this.
+    """
+
+    epoch: int
+    role: NodeRole
+    db_reachable: bool = False
+    db_writable: bool = False
+    position: Position | None = None
+    maintenance: bool = False
+    needs_resync: bool = False
+    sync_mark: int | None = None
+    eligible: bool = False
+
+
+class PeerView(NamedTuple):
+    """What the heartbeat layer knows about the peer at ``Observation.now``.
+
+    - ``paths_up``: how many paths are up (0 = the peer is silent).
+    - ``last``: the newest admitted beat's content (None: never heard).
+    - ``heard_at``: when that beat was admitted (local clock).
+    - ``echo_sent_at``: when *we* sent the newest beat of ours that the peer
+      says it admitted (the echo in its newest beat); None if it echoes none.
+    - ``eligible_at``: when we admitted the newest beat in which the peer
+      announced itself eligible (None: never).
+    """
+
+    paths_up: int = 0
+    last: Announce | None = None
+    heard_at: float | None = None
+    echo_sent_at: float | None = None
+    eligible_at: float | None = None
+
+    @property
+    def silent(self) -> bool:
+        return self.paths_up == 0
+
+
+@dataclass(frozen=True, slots=True)
+class SafetyView:
+    """The newest safety-check result: its verdict, and when the check *started*."""
+
+    verdict: Verdict
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ArbiterView:
+    """The arbiter's record as last read: the pair's epoch there and the sync mark."""
+
+    epoch: int
+    marked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    kind: RequestKind
+    force: bool = False
+
+
+def _no_cover(candidate: Position, reference: Position) -> bool:
+    return False
+
+
+class Observation(NamedTuple):
+    """Everything the core knows this tick.
+
+    - ``local``: the probe of the local database.
+    - ``lag_units``: how far the local replica was behind the peer's last
+      announced position (bytes for PostgreSQL, transactions for
+      MySQL/MariaDB), None when unknown.
+    - ``checks_ok``: every configured check script passes (after fall/rise).
+    - ``keeper_ok``: the independent fence timer (lease keeper) is running, so
+      the self-fence deadline would be enforced even if this loop hung.
+    - ``covers``: the engine's position comparison (``DatabaseDriver.covers``).
+    - ``wall``: wall-clock time, only recorded (``last_failover``), never decided on.
+    """
+
+    now: float
+    local: DbStatus
+    peer: PeerView
+    vip_held: bool = False
+    safety: SafetyView | None = None
+    lag_units: int | None = None
+    checks_ok: bool = True
+    keeper_ok: bool = True
+    arbiter: ArbiterView | None = None
+    request: Request | None = None
+    covers: Callable[[Position, Position], bool] = _no_cover
+    wall: float = 0.0
+
+
+# -------------------------------------------------------------------- actions
+
+
+class Action:
+    """Base of every action. Subclasses are frozen values; the executor runs them in
+    order, each bounded in time, and stops at the first failure (unless the action
+    says ``best_effort``)."""
+
+    __slots__ = ()
+    best_effort = False
+
+
+@dataclass(frozen=True, slots=True)
+class PersistState(Action):
+    """Write ``state`` to the state directory now; once it succeeded it is the
+    node's state even if a later action fails."""
+
+    state: NodeState
+
+
+@dataclass(frozen=True, slots=True)
+class Fence(Action):
+    """Make the local database refuse writes (``hard``: stop it)."""
+
+    hard: bool = False
+    best_effort: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Unfence(Action):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireVip(Action):
+    """Add the VIP and announce it (gratuitous ARP)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseVip(Action):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class WaitReplayed(Action):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Promote(Action):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Follow(Action):
+    upstream: str  # the peer's node name
+
+
+@dataclass(frozen=True, slots=True)
+class Rejoin(Action):
+    upstream: str
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunSafetyCheck(Action):
+    """Start the safety check; its result arrives in a later observation."""
+
+
+@dataclass(frozen=True, slots=True)
+class FencePeer(Action):
+    """Before a unilateral promotion: soft-fence the peer's database if it answers
+    (best effort) and run the configured fence command (which must succeed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SetSynchronous(Action):
+    """Turn synchronous commit on the local (primary) database on or off."""
+
+    on: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ArbiterPromote(Action):
+    """Compare-and-set in the arbiter: (epoch, unmarked) -> (epoch + 1, mark)."""
+
+    epoch: int
+    mark: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ArbiterMark(Action):
+    """Compare-and-set in the arbiter: (epoch, unmarked) -> (epoch, marked)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class ArbiterUnmark(Action):
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Notify(Action):
+    """Tell the hooks (``dbha.hooks.EVENTS`` names) and the log."""
+
+    event: str
+    detail: str = ""
+    best_effort: bool = True
+
+
+# Shared instances of the actions that carry nothing.
+FENCE = Fence()
+UNFENCE = Unfence()
+ACQUIRE_VIP = AcquireVip()
+RELEASE_VIP = ReleaseVip()
+WAIT_REPLAYED = WaitReplayed()
+PROMOTE = Promote()
+RUN_SAFETY_CHECK = RunSafetyCheck()
+FENCE_PEER = FencePeer()
+SYNC_ON = SetSynchronous(True)
+SYNC_OFF = SetSynchronous(False)
+
+
+class Decision(NamedTuple):
+    """The outcome of one tick.
+
+    ``next_state`` becomes the node's state once every action succeeded (the
+    executor persists it when a persisted field changed). ``rule`` names the row
+    of :data:`dbha.transitions.TABLE` this decision follows; ``reason`` is the one
+    human line logged for it. ``lease_until`` is handed to the lease keeper: the
+    local time until which this node may hold a writable database and the VIP
+    (None: not at all). ``answer`` replies to the observation's operator request.
+    """
+
+    next_state: NodeState
+    actions: tuple[Action, ...]
+    rule: str
+    reason: str
+    lease_until: float | None = None
+    answer: str | None = None
