@@ -8,6 +8,7 @@ tests depends on ``dbha.lab``.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -57,6 +58,132 @@ def config_check(path: str) -> None:
     click.echo(config.summary(cfg))
     for line in config.missing_files(cfg):
         click.echo(f"warning: {line} on this host (dbha run needs it)", err=True)
+
+
+# ----------------------------------------------------------------- supervisor
+
+
+def _load(path: str) -> Any:
+    from dbha import config
+
+    try:
+        return config.load(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+def _ask(cfg: Any, request: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+    from dbha.control import ControlError, local_request
+
+    try:
+        return local_request(cfg.service.control_socket, request, timeout)
+    except ControlError as exc:
+        click.echo(f"dbha: {exc}", err=True)
+        sys.exit(2)
+
+
+def _answer(reply: dict[str, Any]) -> None:
+    if not reply.get("ok"):
+        click.echo(f"dbha: {reply.get('error')}", err=True)
+        sys.exit(1)
+    click.echo(reply.get("answer", "ok"))
+
+
+@main.command("run")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--json-log", is_flag=True, help="Log one JSON object per line.")
+def run_cmd(path: str, json_log: bool) -> None:
+    """The supervisor, in the foreground (systemd Type=notify with watchdog, or plain)."""
+    import logging
+
+    from dbha import config
+    from dbha.supervisor import run
+
+    cfg = _load(path)
+    problems = config.check_files(cfg) + config.missing_files(cfg)
+    if problems:
+        click.echo(str(ConfigError(path, problems)), err=True)
+        sys.exit(2)
+    logging.basicConfig(
+        level=getattr(logging, cfg.log.level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    sys.exit(run(cfg, json_log=json_log))
+
+
+@main.command("status")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status_cmd(path: str, as_json: bool) -> None:
+    """Both nodes: role, epoch, database, paths, VIP, maintenance, the last decision."""
+    import json
+
+    from dbha.control import ControlError, peer_request
+
+    cfg = _load(path)
+    mine = _ask(cfg, {"cmd": "status"})
+    if not mine.get("ok"):
+        _answer(mine)
+    peer: dict[str, Any] | None
+    try:
+        key = cfg.heartbeat.key_file.read_bytes().strip()
+        addrs = [(str(p.peer_address), p.port) for p in cfg.heartbeat.paths]
+        got = peer_request(addrs, key, {"cmd": "status"}, timeout=2.0)
+        peer = got.get("status")
+    except (ControlError, OSError) as exc:
+        peer = {"error": str(exc)}
+    result = {"local": mine["status"], "peer": peer}
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+        return
+    for label, st in (("this node", mine["status"]), ("peer", peer)):
+        if st is None or ("error" in st and "role" not in st):
+            click.echo(f"{label}: unreachable ({(st or {}).get('error')})")
+            continue
+        click.echo(f"{label}: {st['node']} {st['summary']}")
+        dec = st.get("decision") or {}
+        paths = ", ".join(f"{n} {'up' if v['up'] else 'DOWN'}" for n, v in st["paths"].items())
+        click.echo(
+            f"  paths: {paths}; maintenance {'on' if st['maintenance'] else 'off'}; "
+            f"needs resync: {'yes' if st['needs_resync'] else 'no'}"
+        )
+        click.echo(f"  decision: {dec.get('rule')}: {dec.get('reason')}")
+
+
+@main.command("maintenance")
+@click.argument("mode", type=click.Choice(["on", "off"]))
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+def maintenance_cmd(mode: str, path: str) -> None:
+    """Pause (on) or resume (off) automatic failover for this pair."""
+    _answer(_ask(_load(path), {"cmd": f"maintenance_{mode}"}))
+
+
+@main.command("switchover")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+def switchover_cmd(path: str) -> None:
+    """Planned switchover, run on the primary: give the role to the peer, losing nothing."""
+    _answer(_ask(_load(path), {"cmd": "switchover"}))
+
+
+@main.command("failover")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--to", "to", required=True, help="The node to promote: this node.")
+@click.option("--force", is_flag=True, help="Promote even past the lag bound (may lose data).")
+def failover_cmd(path: str, to: str, force: bool) -> None:
+    """Operator-forced promotion of this node (run on the node to promote)."""
+    cfg = _load(path)
+    if to != cfg.node.name:
+        click.echo(f"dbha: run this on {to}: this is {cfg.node.name}", err=True)
+        sys.exit(2)
+    _answer(_ask(cfg, {"cmd": "failover", "force": force}))
+
+
+@main.command("resync")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+def resync_cmd(path: str) -> None:
+    """Rejoin the local node as a replica of the peer."""
+    _answer(_ask(_load(path), {"cmd": "resync"}))
 
 
 # ------------------------------------------------------------------------ lab

@@ -224,10 +224,21 @@ class Vip:
                 added = True
             # announce() records failed sends instead of raising: the address is
             # ours either way, and clients learn it at their next ARP at the latest.
-            announcement = self.garp.announce(
-                self.ip, count=self.arp_count, interval=self.arp_interval
-            )
+            # The first round goes out now; the repeats (for a lost frame) go out on
+            # a thread, so a promotion is not held up by the spacing between them.
+            announcement = self.garp.announce(self.ip, count=1, interval=self.arp_interval)
+            if self.arp_count > 1:
+                threading.Thread(
+                    target=self._repeat_announce, name="dbha-garp", daemon=True
+                ).start()
             return Acquired(self.ip, self.interface, added, announcement)
+
+    def _repeat_announce(self) -> None:
+        time.sleep(self.arp_interval)
+        with self._lock:  # the netlink socket is not shared between threads unguarded
+            still_ours = self._present()
+        if still_ours:
+            self.garp.announce(self.ip, count=self.arp_count - 1, interval=self.arp_interval)
 
     def release(self) -> bool:
         """Remove the address if present; return whether it was. Raises VipError."""
