@@ -15,6 +15,7 @@ import click
 from dbha.errors import DbhaError
 from dbha.lab import topology as topo
 from dbha.lab.layout import DEFAULT_ROOT
+from dbha.lab.supervisors import START_BY_DEFAULT
 
 
 class LabContext:
@@ -91,11 +92,20 @@ def install() -> None:
     default=None,
     help="Synchronous replication for both pairs (default: keep, else async).",
 )
+@click.option(
+    "--supervisors/--no-supervisors",
+    "supervisors",
+    default=None,
+    help="Run a dbha supervisor per service on each database host, or none "
+    "(driver tests). Default: keep the lab's choice; a new lab: "
+    + ("supervisors." if START_BY_DEFAULT else "no supervisors."),
+)
 @pass_ctx
-def up(c: LabContext, sync: bool | None) -> None:
-    """Build the lab, or repair what is missing (idempotent)."""
+def up(c: LabContext, sync: bool | None, supervisors: bool | None) -> None:
+    """Build the lab, or repair what is missing (idempotent); write each node's
+    dbha config (and start the supervisors)."""
     try:
-        t = c.lab().up(sync=sync)
+        t = c.lab().up(sync=sync, supervisors=supervisors)
     except DbhaError as exc:
         _fail(exc)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in t.steps)
@@ -298,9 +308,12 @@ def demo(c: LabContext) -> None:
 
 
 def render_status(st: dict[str, Any]) -> str:
+    sups = {"run": "dbha supervisors", "hold": "stand-in supervisors"}.get(
+        st.get("supervisors") or "", "no supervisors"
+    )
     out = [
         f"lab {st['prefix']}: {'healthy' if st['healthy'] else 'NOT healthy'}"
-        f"  ({'sync' if st['sync'] else 'async'} replication, gateway {st['gateway']})"
+        f"  ({'sync' if st['sync'] else 'async'} replication, {sups}, gateway {st['gateway']})"
     ]
     out.append("hosts:")
     for host, h in st["hosts"].items():
@@ -316,7 +329,8 @@ def render_status(st: dict[str, Any]) -> str:
     for name, s in st["services"].items():
         out.append(
             f"{name} ({s['engine']}): primary {s['primary'] or '?'}, "
-            f"vip {s['vip']}:{s['port']}, database {s['database']}, user {s['user']}"
+            f"vip {s['vip']}:{s['port']} on {', '.join(s.get('vip_holders', [])) or 'no host'}, "
+            f"database {s['database']}, user {s['user']}"
         )
         for host, n in s["nodes"].items():
             if n["role"] == "primary":
@@ -347,6 +361,16 @@ def render_status(st: dict[str, Any]) -> str:
             else:
                 extra = n.get("error", "")
             out.append(f"  {host}  {n['role']:8} pid {n.get('pid')}  {extra}")
+            sv = n.get("supervisor") or {}
+            if st.get("supervisors") or sv.get("alive"):
+                state = f"pid {sv.get('pid')}" if sv.get("alive") else "NOT running"
+                said = sv.get("status")
+                if said is not None:
+                    local = said.get("local") or {}
+                    state += f", says: {local.get('summary', json.dumps(local)[:80])}"
+                elif sv.get("status_error"):
+                    state += f", does not answer: {sv['status_error']}"
+                out.append(f"     supervisor {state}  ({sv.get('config')})")
         proof = s.get("write_proof")
         if proof:
             res = f"ok in {proof['seconds']}s" if proof["ok"] else f"FAILED: {proof['error']}"

@@ -19,6 +19,7 @@ from typing import Any
 
 from dbha.errors import LabError
 from dbha.lab import net, packages, procs
+from dbha.lab import supervisors as sup
 from dbha.lab import topology as topo
 from dbha.lab.layout import DEFAULT_ROOT, Layout
 from dbha.lab.maria import MariaNode, wait_replicating
@@ -27,6 +28,7 @@ from dbha.lab.wait import wait_until
 
 Node = PgNode | MariaNode
 PROOF_TIMEOUT = 10.0
+VIP_TIMEOUT = 30.0  # supervisors just started: bound on the VIPs reaching the primaries
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Lab:
         self.layout = Layout.for_prefix(prefix, base)
         self.dir = self.layout.root
         self.meta_path = self.dir / "lab.json"
+        self.supervisors = sup.Supervisors(self.prefix, self.layout)
 
     # -- nodes ----------------------------------------------------------------
 
@@ -82,8 +85,31 @@ class Lab:
 
     # -- up / down ------------------------------------------------------------
 
-    def up(self, sync: bool | None = None, install: bool = True) -> Timings:
-        """Build or repair the whole lab; returns how long each step took."""
+    def supervisor_mode(self) -> sup.Command | None:
+        """What runs as the lab's supervisors: "run" (dbha run), "hold" (the stand-in)
+        or None (no supervisors: the pairs are left alone)."""
+        mode = self.meta().get("supervisors")
+        return mode if mode in sup.COMMANDS else None
+
+    def up(
+        self, sync: bool | None = None, install: bool = True, supervisors: bool | None = None
+    ) -> Timings:
+        """Build or repair the whole lab; returns how long each step took.
+
+        Every node's dbha config is (re)written. ``supervisors``: start one
+        supervisor per service on each database host (True), none (False: the
+        pairs are left to the tests), or keep the lab's earlier choice (None; a new
+        lab follows ``supervisors.START_BY_DEFAULT``)."""
+        mode: sup.Command | None
+        if supervisors is None:
+            meta = self.meta()
+            mode = self.supervisor_mode() if "supervisors" in meta else None
+            if "supervisors" not in meta and sup.START_BY_DEFAULT:
+                mode = "run"
+        else:
+            mode = "run" if supervisors else None
+        if mode == "run":
+            sup.require_run()  # before anything is built
         t = Timings()
         if install:
             packages.ensure()
@@ -102,22 +128,115 @@ class Lab:
         t.mark("postgresql")
         self._up_service("mariadb", sync)
         t.mark("mariadb")
+        changed = self.supervisors.write_configs(sync)
+        t.mark("configs")
         self._save_meta(faults=[])
+        if mode is not None:
+            self._start_supervisors(mode, restart=changed)
+            t.mark("supervisors")
+        else:
+            self.stop_supervisors()
         return t
+
+    # -- supervisors ----------------------------------------------------------
+
+    def start_supervisors(self, command: sup.Command = "run") -> list[str]:
+        """Start a supervisor (``command``: "run", or the "hold" stand-in) for each
+        service on each database host, if not running; with "run", wait (bounded)
+        until each VIP is on its primary. Returns what was started."""
+        self._require_up()
+        if command == "run":
+            sup.require_run()
+        self.supervisors.write_configs(bool(self.meta().get("sync", False)))
+        return self._start_supervisors(command)
+
+    def _start_supervisors(
+        self, command: sup.Command, restart: list[tuple[str, str]] | None = None
+    ) -> list[str]:
+        started = []
+        for service, host in self.supervisors.all():
+            if (service, host) in (restart or []):
+                self.supervisors.stop(service, host)  # its config changed
+            if self.supervisors.command(service, host) != command:
+                self.supervisors.start(service, host, command)
+                started.append(f"supervisor {service} on {host}")
+        self._save_meta(supervisors=command)
+        if command == "hold":
+            for service, host in self.supervisors.all():
+                self.supervisors.wait_held(service, host)
+        else:
+            for service in topo.SERVICES:
+                self._wait_vip(service)
+        return started
+
+    def stop_supervisors(self) -> list[str]:
+        """Stop every supervisor (SIGTERM, bounded) and take the VIPs away: the lab is
+        back to its shape without supervisors."""
+        stopped = [
+            f"supervisor {s} on {h}"
+            for s, h in self.supervisors.all()
+            if self.supervisors.stop(s, h)
+        ]
+        self._save_meta(supervisors=None)
+        if net.lab_namespaces(self.prefix):
+            for service in topo.SERVICES:
+                self._drop_vip(service)
+        return stopped
+
+    def vip_holders(self, service: str) -> list[str]:
+        """The database hosts that have ``service``'s VIP on their LAN interface."""
+        want = f"{topo.SERVICES[service].vip}/{topo.LAN_PREFIXLEN}"
+        lan = topo.PATHS["lan"].interface
+        have = set(net.lab_namespaces(self.prefix))
+        holders = []
+        for h in topo.DB_HOSTS:
+            if net.ns_name(self.prefix, h) not in have:
+                continue
+            addresses = net.links(self.prefix, h).get(lan, {}).get("addresses")
+            if isinstance(addresses, list) and want in addresses:
+                holders.append(h)
+        return holders
+
+    def _drop_vip(self, service: str, hosts: list[str] | None = None) -> None:
+        """Take ``service``'s VIP off ``hosts`` (default: every database host)."""
+        vip = f"{topo.SERVICES[service].vip}/{topo.LAN_PREFIXLEN}"
+        for host in self.vip_holders(service):
+            if hosts is not None and host not in hosts:
+                continue
+            net.ip(self.prefix, host, "addr", "del", vip, "dev", topo.PATHS["lan"].interface)
+
+    def _wait_vip(self, service: str) -> None:
+        def on_primary() -> bool:
+            sts = {h: self.node(service, h).status() for h in topo.DB_HOSTS}
+            primaries = [
+                h for h, st in sts.items() if st["role"] == "primary" and st.get("writable")
+            ]
+            return len(primaries) == 1 and self.vip_holders(service) == primaries
+
+        try:
+            wait_until(on_primary, VIP_TIMEOUT, f"the {service} VIP on its primary", 0.2)
+        except LabError as exc:
+            logs = ", ".join(str(self.supervisors.paths(service, h).log) for h in topo.DB_HOSTS)
+            raise LabError(f"{exc}; see the supervisor logs: {logs}") from exc
 
     def _up_service(self, service: str, sync: bool) -> None:
         svc = topo.SERVICES[service]
         primary, replica = self.node(service, svc.primary), self.node(service, svc.replica)
+        if not (primary.ready_mark.exists() and replica.ready_mark.exists()):
+            # A node is (re)built: no supervisor may act on the pair meanwhile, and
+            # what they persisted describes a pair that no longer exists.
+            self._halt_supervisors(service)
         if primary.ready_mark.exists():
             primary.start()
             primary.apply_sync(sync)
         else:
             # A node never finished: it holds nothing worth keeping. Rebuild the pair.
             replica.ready_mark.unlink(missing_ok=True)
-            if isinstance(replica, PgNode):
-                replica.stop("immediate")
-            else:
-                replica.stop()
+            for node in (replica, primary):  # a half-made primary may run: its files go
+                if isinstance(node, PgNode):
+                    node.stop("immediate")
+                else:
+                    node.stop()
             primary.create_primary(sync)
         if replica.ready_mark.exists():
             replica.start()
@@ -136,6 +255,8 @@ class Lab:
 
         For tests that change roles (promote, rejoin) and want the original pair back."""
         sync = bool(self.meta().get("sync", False))
+        mode = self.supervisor_mode()
+        self._halt_supervisors(service)
         for host in topo.DB_HOSTS:
             node = self.node(service, host)
             node.ready_mark.unlink(missing_ok=True)
@@ -143,10 +264,28 @@ class Lab:
                 node.signal(signal.SIGCONT)
                 node.stop("immediate") if isinstance(node, PgNode) else node.stop()
         self._up_service(service, sync)
+        if mode is not None:
+            for host in topo.DB_HOSTS:
+                self.supervisors.start(service, host, mode)
+            if mode == "run":
+                self._wait_vip(service)
+            else:
+                for host in topo.DB_HOSTS:
+                    self.supervisors.wait_held(service, host)
+
+    def _halt_supervisors(self, service: str) -> None:
+        """Stop ``service``'s supervisors, forget their state, take its VIP away."""
+        for host in topo.DB_HOSTS:
+            self.supervisors.stop(service, host)
+            self.supervisors.reset_state(service, host)
+        if net.lab_namespaces(self.prefix):
+            self._drop_vip(service)
 
     def down(self) -> Timings:
         """Remove every process, namespace and file of this lab. Safe to repeat."""
         t = Timings()
+        # Supervisors first: nothing may restart, promote or fence while the lab goes.
+        self.supervisors.kill_all()
         # Stop PostgreSQL quickly but cleanly first so no shared memory is left behind.
         for host in topo.DB_HOSTS:
             pg = PgNode(self.prefix, self.layout, host)
@@ -261,8 +400,17 @@ class Lab:
 
     def heal(self) -> list[str]:
         """Undo every fault: impairments removed, links up, processes resumed,
-        dead servers started again (as a rebooted host would start them)."""
+        dead servers and supervisors started again (as a rebooted host would start
+        them). A killed host loses its VIPs before its links come up, as a reboot
+        loses addresses added at run time."""
         self._require_up()
+        killed = [
+            f["fault"].split()[1]
+            for f in self.meta().get("faults", [])
+            if f["fault"].startswith("kill-host ")
+        ]
+        for service in topo.SERVICES:
+            self._drop_vip(service, killed)
         done = self._undo_faults()
         for service in topo.SERVICES:
             for host in topo.DB_HOSTS:
@@ -271,6 +419,12 @@ class Lab:
                     self._wait_old_server_gone(node)
                     node.start()
                     done.append(f"started {service} on {host}")
+        mode = self.supervisor_mode()
+        if mode is not None:
+            for service, host in self.supervisors.all():
+                if self.supervisors.pid(service, host) is None:
+                    self.supervisors.start(service, host, mode)
+                    done.append(f"started supervisor {service} on {host}")
         self._save_meta(faults=[])
         done += self._wait_replication()
         return done
@@ -352,9 +506,11 @@ class Lab:
         faults = meta.get("faults", [])
         for f in faults:
             problems.append(f"fault active: {f['fault']}")
+        mode = self.supervisor_mode()
+        sups = self.supervisors.statuses(query=mode == "run")
         services = (
             {
-                name: self._service_status(name, proof and not faults, problems)
+                name: self._service_status(name, proof and not faults, problems, mode, sups)
                 for name in topo.SERVICES
             }
             if have
@@ -366,6 +522,7 @@ class Lab:
             "healthy": not problems,
             "problems": problems,
             "sync": bool(meta.get("sync", False)),
+            "supervisors": mode,
             "gateway": topo.GATEWAY,
             "hosts": hosts,
             "faults": faults,
@@ -373,15 +530,27 @@ class Lab:
             "services": services,
         }
 
-    def _service_status(self, name: str, proof: bool, problems: list[str]) -> dict[str, Any]:
+    def _service_status(
+        self,
+        name: str,
+        proof: bool,
+        problems: list[str],
+        mode: sup.Command | None,
+        sups: dict[tuple[str, str], dict[str, Any]],
+    ) -> dict[str, Any]:
         svc = topo.SERVICES[name]
         nodes: dict[str, Any] = {}
         for host in topo.DB_HOSTS:
             st = self.node(name, host).status()
             st["address"] = topo.HOSTS[host].lan
-            st["config"] = None  # a node's dbha config, once supervisors exist
+            st["config"] = sups[name, host]["config"]
+            st["supervisor"] = sups[name, host]
             nodes[host] = st
-        primaries = [h for h, st in nodes.items() if st["role"] == "primary"]
+        # A read-only primary is a fenced one (a supervisor stopped it serving): it
+        # is out of the pair until it is resynced, not a second primary.
+        heads = [h for h, st in nodes.items() if st["role"] == "primary"]
+        primaries = [h for h in heads if nodes[h].get("writable")]
+        fenced = [h for h in heads if not nodes[h].get("writable")]
         replicas = [h for h, st in nodes.items() if st["role"] == "replica"]
         for h, st in nodes.items():
             if not st["running"]:
@@ -390,15 +559,31 @@ class Lab:
                 problems.append(f"{name}: server on {h} does not answer: {st.get('error')}")
         if len(primaries) != 1:
             problems.append(
-                f"{name}: {len(primaries)} primaries ({', '.join(primaries) or 'none'})"
+                f"{name}: {len(primaries)} writable primaries ({', '.join(primaries) or 'none'})"
             )
+        for h in fenced:
+            problems.append(f"{name}: {h} is a read-only primary (fenced, out of the pair)")
         for h in replicas:
             if not nodes[h].get("streaming"):
                 problems.append(f"{name}: replica on {h} is not replicating")
+        holders = self.vip_holders(name)
+        for h, st in nodes.items():
+            s = st["supervisor"]
+            if mode is not None and not s["alive"]:
+                problems.append(f"{name}: supervisor on {h} is not running")
+            elif mode == "run" and s["alive"] and s.get("status") is None:
+                problems.append(f"{name}: supervisor on {h} does not answer: {s['status_error']}")
+        if mode == "run" and len(primaries) == 1 and holders != primaries:
+            problems.append(
+                f"{name}: VIP {svc.vip} is held by {', '.join(holders) or 'nobody'}, "
+                f"not by the primary {primaries[0]}"
+            )
         result: dict[str, Any] = {
             "engine": svc.engine,
             "primary": primaries[0] if len(primaries) == 1 else None,
+            "fenced": fenced,
             "vip": svc.vip,
+            "vip_holders": holders,
             "port": svc.port,
             "database": svc.database,
             "user": svc.app_user,

@@ -1,8 +1,9 @@
 """Where a lab keeps its files, and its secrets.
 
 One directory per lab (``/var/lib/dbha-lab/PREFIX``): per-node data, sockets
-and logs under ``HOST/SERVICE/``, passwords in ``secrets/`` (0700, files 0600,
-root's), never on a command line.
+and logs under ``HOST/SERVICE/``, each supervisor's config, state, control
+socket and log under ``HOST/dbha/SERVICE/``, passwords and heartbeat keys in
+``secrets/`` (0700, files 0600, root's), never on a command line.
 """
 
 from __future__ import annotations
@@ -45,6 +46,23 @@ class Layout:
             with os.fdopen(fd, "w") as f:
                 f.write(value + "\n")
         return path.read_text().strip()
+
+    def key_path(self, name: str) -> Path:
+        return self.secrets_dir / f"{name}.key"
+
+    def key(self, name: str) -> Path:
+        """The shared key file ``name`` (random, 0600), made on first use; its path."""
+        path = self.key_path(name)
+        if not path.exists():
+            self.secrets_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
+        return path
+
+    def supervisor(self, host: str, service: str) -> Path:
+        """Where the dbha supervisor of ``service`` on ``host`` keeps its files."""
+        return self.root / host / "dbha" / service
 
 
 def make_dir(path: Path, owner: str, mode: int = 0o700) -> Path:

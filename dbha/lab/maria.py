@@ -26,6 +26,8 @@ from dbha.lab.wait import wait_until
 OWNER = "mysql"
 SERVICE = topo.SERVICES["mariadb"]
 SERVER_IDS = {"a": 1, "b": 2}
+MARIADBD = "/usr/sbin/mariadbd"
+SSD = "/usr/sbin/start-stop-daemon"  # Debian's; starts detached, stops by pid file
 SEMISYNC_TIMEOUT_MS = 3_600_000  # an hour: see LAB-NOTES on the silent async fallback
 
 
@@ -43,6 +45,7 @@ class MariaNode:
 
     def _cnf(self, primary: bool, sync: bool) -> str:
         on = "ON" if sync else "OFF"
+        master = "ON" if sync and primary else "OFF"  # see apply_sync
         return f"""\
 [mysqld]
 datadir = {self.data}
@@ -64,7 +67,7 @@ innodb_flush_log_at_trx_commit = 1
 relay_log_recovery = ON
 skip_name_resolve = ON
 read_only = {"OFF" if primary else "ON"}
-rpl_semi_sync_master_enabled = {on}
+rpl_semi_sync_master_enabled = {master}
 rpl_semi_sync_slave_enabled = {on}
 rpl_semi_sync_master_timeout = {SEMISYNC_TIMEOUT_MS}
 innodb_buffer_pool_size = 64M
@@ -100,7 +103,7 @@ max_connections = 60
                         OWNER,
                         "--init-groups",
                         "--",
-                        "/usr/sbin/mariadbd",
+                        MARIADBD,
                         f"--defaults-file={self.cnf}",
                     ],
                 ),
@@ -117,6 +120,48 @@ max_connections = 60
             return self._client("SELECT 1", timeout=3, check=False).returncode == 0
 
         wait_until(ready, 30.0, f"MariaDB on {self.host} to accept connections", interval=0.1)
+
+    def start_argv(self) -> list[str]:
+        """A line that starts this node as :meth:`start` does (as ``mysql``, detached,
+        output to the same log) and returns at once, for a supervisor that runs
+        inside the host's namespace. The pid file makes it touch this node's
+        server only: every host's mariadbd is the same program."""
+        return [
+            SSD,
+            "--start",
+            "--quiet",
+            "--oknodo",
+            "--background",
+            "--pidfile",
+            str(self.pidfile),
+            "--exec",
+            MARIADBD,
+            "--chuid",
+            f"{OWNER}:{OWNER}",
+            "--output",
+            str(self.dir / "stdout.log"),
+            "--",
+            f"--defaults-file={self.cnf}",
+        ]
+
+    def stop_argv(self) -> list[str]:
+        """A line that ends this node's server even when it hangs (SIGKILL, then a
+        bounded wait until it is gone): what a hard fence needs. InnoDB and the
+        binlog (sync_binlog=1, flush at commit) recover at the next start."""
+        return [
+            SSD,
+            "--stop",
+            "--quiet",
+            "--oknodo",
+            "--pidfile",
+            str(self.pidfile),
+            "--exec",
+            MARIADBD,
+            "--signal",
+            "KILL",
+            "--retry",
+            "10",
+        ]
 
     def stop(self) -> None:
         pid = self.pid()
@@ -223,7 +268,9 @@ max_connections = 60
         self.start()
 
     def create_primary(self, sync: bool) -> None:
-        self._install(primary=True, sync=sync)
+        # Asynchronous while it has no replica: in synchronous mode every commit of
+        # the set-up below would wait for an acknowledgement nobody can send.
+        self._install(primary=True, sync=False)
         s = self.layout.secret
         # Accounts and data are made with the binlog on (after RESET MASTER) so
         # that the replica receives them by replication. The application user
@@ -242,6 +289,7 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
   token VARCHAR(64) NOT NULL, written_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6))
   ENGINE=InnoDB;
 """)
+        self.apply_sync(sync)
         self.ready_mark.write_text("primary\n")
 
     def create_replica(self, primary: MariaNode, sync: bool) -> None:
@@ -262,22 +310,45 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
         )
 
     def apply_sync(self, sync: bool) -> None:
+        """Semi-synchronous replication on (``sync``) or off, in the config file and
+        in the running server. Only a primary waits for acknowledgements: a replica
+        with the primary side on would, with log_slave_updates, make its applier wait
+        for acknowledgements of what it applies, which nobody sends (it stalls)."""
+        running = self.pid() is not None
+        if running:
+            replica = bool(self._client("SHOW SLAVE STATUS").stdout.strip())
+        else:
+            replica = "read_only = ON" in self.cnf.read_text()
+        want = {
+            "rpl_semi_sync_master_enabled": sync and not replica,
+            "rpl_semi_sync_slave_enabled": sync,
+        }
         text = self.cnf.read_text()
-        on = "ON" if sync else "OFF"
         lines = []
         for line in text.splitlines():
-            if line.startswith(("rpl_semi_sync_master_enabled", "rpl_semi_sync_slave_enabled")):
-                line = f"{line.split('=')[0].strip()} = {on}"
+            name = line.split("=")[0].strip()
+            if name in want:
+                line = f"{name} = {'ON' if want[name] else 'OFF'}"
             lines.append(line)
         new = "\n".join(lines) + "\n"
-        if new == text:
+        if new != text:
+            write_owned(self.cnf, new, OWNER, 0o644)
+        if not running:
             return
-        write_owned(self.cnf, new, OWNER, 0o644)
-        if self.pid() is not None:
-            self._client(
-                f"SET GLOBAL rpl_semi_sync_master_enabled = {on};\n"
-                f"SET GLOBAL rpl_semi_sync_slave_enabled = {on};\n"
-            )
+        have = self._client(
+            "SELECT @@rpl_semi_sync_master_enabled, @@rpl_semi_sync_slave_enabled"
+        ).stdout.split()
+        now = dict(zip(want, (v == "1" for v in have), strict=False))
+        if now == want:
+            return
+        self._client(
+            "".join(f"SET GLOBAL {k} = {'ON' if v else 'OFF'};\n" for k, v in want.items())
+        )
+        if replica and now.get("rpl_semi_sync_slave_enabled") != sync:
+            # A replica registers as semi-synchronous (or not) when its I/O thread
+            # connects: without a reconnect its primary would wait for
+            # acknowledgements that never come.
+            self._client("STOP SLAVE IO_THREAD;\nSTART SLAVE IO_THREAD;\n")
 
     # -- status ---------------------------------------------------------------
 

@@ -149,13 +149,16 @@ class PgNode:
         if self.pid() is None:
             return
         proc.run(
-            self._as_postgres(
-                [str(PGBIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "20"]
-            ),
+            self._as_postgres(self.stop_argv(mode)),
             timeout=30,
             env=self._env(),
             check=False,
         )
+
+    def stop_argv(self, mode: str = "{mode}") -> list[str]:
+        """The pg_ctl line that stops this node (``{mode}``: fast or immediate, left
+        for the supervisor to fill in), without the namespace and user prefix."""
+        return [str(PGBIN / "pg_ctl"), "stop", "-D", str(self.data), "-m", mode, "-w", "-t", "20"]
 
     def server_pids(self) -> list[int]:
         pid = self.pid()
@@ -231,7 +234,9 @@ class PgNode:
         finally:
             pwfile.unlink(missing_ok=True)
         write_owned(self.data / "pg_hba.conf", HBA, OWNER)
-        write_owned(self.data / "dbha-lab.conf", lab_conf(sync), OWNER)
+        # Asynchronous while it has no replica: in synchronous mode every commit of
+        # the set-up below would wait for a standby that does not exist yet.
+        write_owned(self.data / "dbha-lab.conf", lab_conf(False), OWNER)
         with open(self.data / "postgresql.conf", "a") as f:
             f.write("\ninclude = 'dbha-lab.conf'\n")
         self.start()
@@ -249,6 +254,7 @@ class PgNode:
                 "CREATE TABLE dbha_lab_proof (id bigserial PRIMARY KEY, "
                 "token text NOT NULL, written_at timestamptz NOT NULL DEFAULT now())"
             )
+        self.apply_sync(sync)
         self.ready_mark.write_text("primary\n")
 
     def create_replica(self, primary: PgNode) -> None:
