@@ -1,5 +1,5 @@
 """``python -m dbha`` is the ``dbha`` command."""
 
-from dbha.cli import main
+from dbha.cli import run
 
-main()
+run()

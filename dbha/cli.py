@@ -202,6 +202,6 @@ def run() -> None:
     """Entry point that turns dbha's own errors into a message and exit code 2."""
     try:
         main(standalone_mode=True)
-    except DbhaError as exc:  # pragma: no cover - click handles most paths
+    except DbhaError as exc:  # a dbha error no command turned into a message itself
         click.echo(f"dbha: {exc}", err=True)
         sys.exit(2)

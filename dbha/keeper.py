@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import select
 import sys
 import time
@@ -95,8 +96,6 @@ def serve(cfg: config.Config, stdin: int, out: object = sys.stdout) -> int:
 
 
 def _read(fd: int) -> bytes:
-    import os
-
     try:
         return os.read(fd, 4096)
     except OSError:

@@ -262,7 +262,10 @@ class Lab:
             node.ready_mark.unlink(missing_ok=True)
             if node.pid() is not None:
                 node.signal(signal.SIGCONT)
-                node.stop("immediate") if isinstance(node, PgNode) else node.stop()
+                if isinstance(node, PgNode):
+                    node.stop("immediate")
+                else:
+                    node.stop()
         self._up_service(service, sync)
         if mode is not None:
             for host in topo.DB_HOSTS:

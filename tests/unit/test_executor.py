@@ -113,6 +113,7 @@ def test_fence_then_unfence_on_the_fake(world: World) -> None:
     assert ex.run((FENCE,)).ok
     assert not world.cluster.servers["a"].writable
     assert ex.run((UNFENCE,)).ok
+    assert world.cluster.servers["a"].writable
 
 
 def test_an_unsupported_action_fails_clearly_and_changes_nothing(world: World) -> None:
