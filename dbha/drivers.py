@@ -21,6 +21,7 @@ def local_driver(cfg: Config) -> DatabaseDriver:
         return PostgresDriver(
             PgSettings(
                 node_name=cfg.node.name,
+                peer_name=cfg.peer.name,
                 data_dir=db.data_directory,
                 host=str(db.socket) if db.socket is not None else str(db.host),
                 password_file=db.password_file,

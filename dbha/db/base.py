@@ -109,7 +109,12 @@ class DbStatus:
     upstream: str | None = None
     # Primary only.
     replicas: tuple[ReplicaInfo, ...] = field(default_factory=tuple)
-    sync_replication: bool = False  # synchronous / semi-synchronous commits are on
+    sync_replication: bool = False  # commits wait for the replica (sync / semi-sync on)
+    # Sessions whose commit is waiting for the synchronous replica's acknowledgement
+    # (PostgreSQL: wait_event SyncRep; MySQL/MariaDB: semi-sync wait sessions). A
+    # count that stays above zero with no replica is a strict-mode primary that
+    # waits for a replica which is gone. None: not known (not a primary, or no answer).
+    sync_waiting: int | None = None
     error: str | None = None
 
     @classmethod
@@ -154,7 +159,15 @@ class DatabaseDriver(Protocol):
     def probe(self, timeout: float) -> DbStatus:
         """Observe the server. Never raises: an unreachable or half-broken server
         gives ``reachable=False`` (or ``role=UNKNOWN``) with ``error`` saying why.
-        Read-only; idempotent."""
+        Read-only; idempotent. May keep one session open between calls for the
+        next probe (never used by another verb; dropped on any error), with the
+        same bound on a frozen server; ``close`` ends it."""
+        ...
+
+    def close(self) -> None:
+        """End whatever the driver keeps open between calls (the probe's session).
+        Idempotent; never raises; the driver stays usable (a later probe connects
+        again). The supervisor calls it when it stops."""
         ...
 
     def fence(self, timeout: float, hard: bool = False) -> None:
@@ -194,4 +207,16 @@ class DatabaseDriver(Protocol):
         """True only if a server at ``candidate`` has everything a server at
         ``reference`` had (no acknowledged commit would be lost by promoting it).
         Pure; False when it cannot be sure (e.g. diverged timelines)."""
+        ...
+
+    def set_synchronous(self, on: bool, timeout: float) -> None:
+        """On a primary: make commits wait for the peer's acknowledgement (``on``) or
+        stop waiting (``off``); verified by reading the setting back, after which
+        ``probe().sync_replication`` says the same. ``off`` releases the commits
+        that were waiting. PostgreSQL: ``synchronous_standby_names`` naming the pair
+        (ALTER SYSTEM, so it survives a restart); MySQL/MariaDB: the semi-sync
+        primary side, with a wait that never falls back to asynchronous on its own
+        (runtime only: after a restart the probe tells, and the caller re-asserts).
+        ``on`` is refused (DbRefused, nothing changed) on a replica; ``off`` is
+        accepted anywhere. Idempotent. Raises DbTimeout / DbUnreachable / DbError."""
         ...

@@ -292,6 +292,7 @@ class FakeDriver:
                 position=s.position(),
                 replicas=reps,
                 sync_replication=bool(s.sync_names),
+                sync_waiting=0,  # commits never block here: the simulation models acks
             )
         pending = s.wal[s.applied :]
         return DbStatus(
@@ -409,8 +410,19 @@ class FakeDriver:
             notes=(f"{len(extra)} log entries set aside",) if extra else (),
         )
 
+    def set_synchronous(self, on: bool, timeout: float) -> None:
+        """On: commits wait for every other server of the cluster (the peer); off:
+        for none. Refused on a replica when ``on``; idempotent."""
+        s = self._reachable()
+        if on and s.role is not Role.PRIMARY:
+            raise DbRefused(f"{s.name}: a replica: commits happen on the primary")
+        s.sync_names = frozenset(n for n in s.cluster.servers if n != s.name) if on else frozenset()
+
     def covers(self, candidate: Position, reference: Position) -> bool:
         return covers(candidate, reference)
+
+    def close(self) -> None:
+        """Nothing to end: the fake keeps no session."""
 
 
 def covers(candidate: Position, reference: Position) -> bool:

@@ -7,9 +7,11 @@ flavour (:mod:`dbha.db.mysqlflavour`); GTID arithmetic is in
 timeouts and the exception boundary in :mod:`dbha.db.mysqlconn`.
 
 Each verb opens its own connection, bounded by the verb's timeout, and closes
-it. On a reachable server, ``DbStatus.error`` carries warnings that need an
-operator even though the server answers: a replication error, a semi-sync
-primary that fell back to asynchronous commits, unsafe GTID settings.
+it; the probe, which runs every probe interval, keeps one instead (same bounds,
+dropped on any error, ended by ``close``). On a reachable server,
+``DbStatus.error`` carries warnings that need an operator even though the
+server answers: a replication error, a semi-sync primary that fell back to
+asynchronous commits, unsafe GTID settings.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dbha.db.base import (
 from dbha.db.mysqlconn import (
     Deadline,
     MysqlSettings,
+    ProbeLink,
     ReplicationStopped,
     Session,
     boundary,
@@ -56,6 +59,15 @@ POLL = 0.05  # seconds between looks while waiting for replication to start or a
 UNKNOWN_THREAD = 1094  # KILL of a connection that has just gone
 
 
+class _Answered(DbError):
+    """The server was reached but did not answer the whole probe: ``status`` says
+    what it did say (reachable, the error)."""
+
+    def __init__(self, status: DbStatus) -> None:
+        super().__init__(status.error or "probe: incomplete answer")
+        self.status = status
+
+
 class MysqlDriver:
     """A MySQL or MariaDB server behind :class:`dbha.db.base.DatabaseDriver`."""
 
@@ -63,6 +75,7 @@ class MysqlDriver:
         self.settings = settings
         self.engine = settings.engine
         self.name = settings.name
+        self._probe_link = ProbeLink(settings)
 
     # -- helpers ---------------------------------------------------------------
 
@@ -84,22 +97,36 @@ class MysqlDriver:
     # -- probe -------------------------------------------------------------------
 
     def probe(self, timeout: float) -> DbStatus:
-        """Role, writability, positions, lag, replicas. Never raises."""
+        """Role, writability, positions, lag, replicas. Never raises. Runs on the
+        probe's kept session (:class:`~dbha.db.mysqlconn.ProbeLink`)."""
         what = f"probe {self.name}"
         try:
-            s = self.session(Deadline(timeout), what)
+            return self._probe_link.run(Deadline(timeout), what, self._observed)
+        except _Answered as exc:
+            return exc.status
         except DbError as exc:
             return DbStatus.unreachable(str(exc))
         except Exception as exc:  # a probe never raises: say what broke instead
             return DbStatus.unreachable(f"{what}: unexpected {type(exc).__name__}: {exc}")
-        with s:
-            try:
-                return self._observe(s)
-            except Exception as exc:
-                why = str(exc) if isinstance(exc, DbError) else f"{type(exc).__name__}: {exc}"
-                return DbStatus(
-                    reachable=True, version=s.version, flavour=s.flavour.name, error=why
-                )
+
+    def close(self) -> None:
+        """End the probe's kept session. Idempotent; never raises; a later probe
+        connects again."""
+        self._probe_link.close()
+
+    def _observed(self, s: Session) -> DbStatus:
+        try:
+            return self._observe(s)
+        except (DbUnreachable, DbTimeout):
+            # Gone (the probe link connects anew, once) or not answering in time (a
+            # frozen server, whose kept session still looks open): unreachable.
+            raise
+        except Exception as exc:
+            # Connected, but the server did not answer everything: raised (not
+            # returned) so that the probe's session is dropped.
+            why = str(exc) if isinstance(exc, DbError) else f"{type(exc).__name__}: {exc}"
+            status = DbStatus(reachable=True, version=s.version, flavour=s.flavour.name, error=why)
+            raise _Answered(status) from exc
 
     def _observe(self, s: Session) -> DbStatus:
         f = s.flavour
@@ -121,6 +148,11 @@ class MysqlDriver:
                     "semi-synchronous replication is enabled but off: commits are being "
                     "acknowledged without any replica (asynchronous fallback)"
                 )
+            elif semi.active and semi.weak:
+                notes.append(
+                    "semi-synchronous replication is on but falls back to asynchronous "
+                    f"commits {semi.weak}: not counted as synchronous"
+                )
             return DbStatus(
                 reachable=True,
                 role=Role.PRIMARY,
@@ -129,7 +161,8 @@ class MysqlDriver:
                 flavour=f.name,
                 position=self.position(f, v.executed),
                 replicas=replicas,
-                sync_replication=semi.active,
+                sync_replication=semi.holds,
+                sync_waiting=semi.waiting,
                 error="; ".join(notes) or None,
             )
         received = self.received(f, v, rep)
@@ -187,9 +220,13 @@ class MysqlDriver:
             self._stop(dl, what)
 
     def _fence(self, s: Session, dl: Deadline, what: str) -> int:
-        f, killed = s.flavour, 0
-        # Setting read_only waits for commits in flight and for table locks. Give it
-        # part of the budget, then end the clients that hold it up and try again.
+        f = s.flavour
+        # Setting read_only waits for commits in flight and for table locks, and a
+        # commit waiting for a semi-sync acknowledgement from a replica that is gone
+        # waits for ever: end the clients first (a commit whose connection ends is not
+        # acknowledged), set read_only, and end whoever connected in between. If it
+        # still waits, end the clients that hold it up and try again.
+        killed = self._kill_clients(s)
         s.run(f"SET SESSION lock_wait_timeout = {max(1, int(dl.left(what) / 3))}")
         try:
             for sql in f.read_only_sql(True):
@@ -344,7 +381,8 @@ class MysqlDriver:
                 for sql in f.read_only_sql(True):
                     s.run(sql)
             if rep is not None and rep.follows(upstream.host, upstream.port):
-                if rep.streaming:
+                restarted = self.semisync_as_replica(s, rep)
+                if rep.streaming and not restarted:
                     return
                 s.run(f.start_replica_sql)
             else:
@@ -360,6 +398,7 @@ class MysqlDriver:
         f = s.flavour
         if rep is not None:
             s.run(f.stop_replica_sql)
+        self.semisync_as_replica(s, None)
         start = f.slave_pos_to_set(v)
         if start is not None:  # a former primary: its own writes are in the binlog only
             s.run(f.set_position_sql, (start,))
@@ -373,6 +412,88 @@ class MysqlDriver:
             self.settings.heartbeat_period,
         )
         s.run(sql, args, secrets=(password,))
+
+    def semisync_as_replica(self, s: Session, rep: ReplicaRow | None) -> bool:
+        """Semi-sync as a replica needs it: the primary side off (a replica asking
+        for acknowledgements of what it applies stalls its applier), the replica side
+        on. The replica side is always switched on, whatever the pair's mode (the
+        driver does not know it): it acknowledges only when the primary asks, and
+        then a primary that turns synchronous commit on finds its replica ready.
+        Commits still waiting here for an acknowledgement are never released as
+        successes: their client connections are ended first (outcome unknown to the
+        client, which is the truth). When the replica side was just switched on
+        while the receiver runs (``rep``), the receiver reconnects so that it takes
+        effect; returns True then (it has stopped the receiver: start replication)."""
+        f = s.flavour
+        semi = parse_semisync(s.rows(f.semisync_sql))
+        if semi.enabled and semi.primary_side is not None:
+            if semi.waiting:
+                killed = self._kill_clients(s)
+                log.warning(
+                    "%s: %d commit(s) waited for a semi-sync acknowledgement; "
+                    "%d client connection(s) ended so that none is acknowledged",
+                    s.what,
+                    semi.waiting,
+                    killed,
+                )
+            for sql in f.semisync_primary_sql(semi.primary_side, False):
+                s.run(sql)
+        if semi.replica_side is None or semi.replica_enabled:
+            return False
+        s.run(f.semisync_replica_sql(semi.replica_side, True))
+        if rep is None or rep.io_running == "No":
+            return False
+        s.run(f.stop_receiver_sql)
+        return True
+
+    # -- synchronous commit ---------------------------------------------------------
+
+    def set_synchronous(self, on: bool, timeout: float) -> None:
+        """The primary side of semi-synchronous replication on or off (SET GLOBAL:
+        runtime only; after a restart the server's own configuration rules, and the
+        probe says whether it holds). On: a timeout of ~49.7 days and waiting even
+        with no replica connected, so that it never falls back to asynchronous on its
+        own, then enabled; a primary that had fallen back is switched off and on
+        again, which makes it wait again. Off: disabled, which releases the waiting
+        commits. Verified by reading the state back: on = it waits and holds (what
+        ``probe().sync_replication`` reports); off = disabled and no commit waiting.
+        Refuses ``on`` on a replica (DbRefused). Raises DbError when the server has
+        no semi-sync (MySQL without the plugin). Idempotent."""
+        dl, what = Deadline(timeout), f"set_synchronous {self.name} {'on' if on else 'off'}"
+        with self.session(dl, what) as s:
+            f = s.flavour
+            semi = parse_semisync(s.rows(f.semisync_sql))
+            side = semi.primary_side
+            if side is None:
+                raise DbError(f"{what}: {f.semisync_missing}")
+            if on:
+                _, rep = self.state(s)
+                if rep is not None:
+                    raise DbRefused(
+                        f"{what}: it replicates from {rep.source_host}:{rep.source_port}: "
+                        "commits happen on the primary"
+                    )
+                if semi.holds:
+                    return
+                if semi.fell_back:  # waiting again takes a fresh start
+                    for sql in f.semisync_primary_sql(side, False):
+                        s.run(sql)
+                for sql in f.semisync_primary_sql(side, True):
+                    s.run(sql)
+            elif semi.enabled:
+                for sql in f.semisync_primary_sql(side, False):
+                    s.run(sql)
+            while True:
+                semi = parse_semisync(s.rows(f.semisync_sql))
+                done = semi.holds if on else (not semi.enabled and not semi.waiting)
+                if done:
+                    return
+                if dl.remaining() <= POLL:
+                    raise DbTimeout(
+                        f"{what}: not in force in time (enabled {semi.enabled}, waiting "
+                        f"{semi.active}, {semi.waiting} commit(s) waiting)"
+                    )
+                time.sleep(POLL / 5)
 
     @staticmethod
     def wait_streaming(s: Session, dl: Deadline, what: str) -> None:

@@ -15,10 +15,11 @@ import contextlib
 import os
 import struct
 import subprocess
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pymysql
 import pymysql.connections
@@ -30,6 +31,7 @@ from dbha.db.mysqlrows import ReplicaRow
 from dbha.errors import CommandFailed, CommandTimeout
 
 ENGINES = ("mariadb", "mysql")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,8 +310,86 @@ class Session:
         with contextlib.suppress(*MAPPED):
             self.conn.close()
 
+    def renew(self, deadline: Deadline) -> None:
+        """Bound the next statements by ``deadline`` (a kept session's next use)."""
+        self.deadline = deadline
+
     def __enter__(self) -> Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# A probe whose reused session was lost (the server restarted, or a fence ended
+# it) tries a fresh one within its budget if at least this much is left.
+RECONNECT_MIN = 0.1
+
+
+class ProbeLink:
+    """The probe's one long-lived session to the local server.
+
+    A new session per probe costs a login each time; this keeps one and runs every
+    probe on it. Only ``MysqlDriver.probe`` uses it (no other verb sees it). Every
+    use is bounded like a fresh session: socket read/write timeouts re-armed per
+    statement to what is left of the probe's deadline (they hold on a frozen
+    server), and the server's statement and lock timeouts (set from the budget
+    when it connects). Any error drops the session (closed, never used again);
+    the next use connects anew, and a use whose reused session turns out to be
+    gone (DbUnreachable: a restarted server, or a fence that ended it) connects
+    anew at once, within the same budget. The probe reads global variables and
+    status only, which a long-lived session sees as they are now. Thread-safe (one
+    use at a time); ``close`` ends the session.
+    """
+
+    def __init__(self, settings: MysqlSettings) -> None:
+        self._settings = settings
+        self._session: Session | None = None
+        self._lock = threading.Lock()
+        self._closes = 0  # close() calls so far: a use in flight keeps nothing after one
+
+    def run(self, deadline: Deadline, what: str, observe: Callable[[Session], _T]) -> _T:
+        """``observe(session)`` on the kept session (connecting if there is none),
+        within ``deadline``. After an error no session is kept."""
+        if not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
+            raise DbTimeout(f"{what}: another probe still holds the session")
+        try:
+            closes = self._closes
+            s, self._session = self._session, None  # kept again only if this use goes well
+            if s is not None:
+                try:
+                    return self._use(s, deadline, observe, closes)
+                except DbUnreachable:
+                    if deadline.remaining() < RECONNECT_MIN:
+                        raise
+            return self._use(Session(self._settings, deadline, what), deadline, observe, closes)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """End the kept session, if any (a probe in flight ends it when it is
+        done). Idempotent; never raises; never waits for a probe."""
+        self._closes += 1
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            s, self._session = self._session, None
+        finally:
+            self._lock.release()
+        if s is not None:
+            s.close()
+
+    def _use(
+        self, s: Session, deadline: Deadline, observe: Callable[[Session], _T], closes: int
+    ) -> _T:
+        s.renew(deadline)
+        try:
+            out = observe(s)
+        except BaseException:
+            s.close()
+            raise
+        if s.conn.open and closes == self._closes:
+            self._session = s
+        else:
+            s.close()
+        return out

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from dbha.db import gtid
 from dbha.db.mysqlrows import (
+    HOLD_MS,
     ReplicaRow,
     Row,
     ServerVars,
@@ -53,11 +54,14 @@ class MariaFlavour:
     semisync_sql = (
         "SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value"
         " FROM information_schema.GLOBAL_VARIABLES"
-        " WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_ENABLED'"
+        " WHERE VARIABLE_NAME IN ('RPL_SEMI_SYNC_MASTER_ENABLED',"
+        " 'RPL_SEMI_SYNC_MASTER_TIMEOUT', 'RPL_SEMI_SYNC_MASTER_WAIT_NO_SLAVE',"
+        " 'RPL_SEMI_SYNC_SLAVE_ENABLED')"
         " UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
         " WHERE VARIABLE_NAME IN ('RPL_SEMI_SYNC_MASTER_STATUS',"
-        " 'RPL_SEMI_SYNC_MASTER_CLIENTS')"
+        " 'RPL_SEMI_SYNC_MASTER_CLIENTS', 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS')"
     )
+    semisync_missing = "the server has no semi-synchronous replication variables"
     databases_sql = "SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA"
     # What the upstream has, read with the client tool: server id, then GTID texts.
     upstream_sql = "SELECT @@server_id, @@gtid_binlog_state, @@gtid_slave_pos;\n"
@@ -94,6 +98,29 @@ class MariaFlavour:
 
     def fenced(self, v: ServerVars) -> bool:
         return v.read_only
+
+    def semisync_primary_sql(self, side: str, on: bool) -> list[str]:
+        """The primary side of semi-sync on or off, in the spelling ``side`` ("master"
+        or "source") this server uses. On: first a wait that never ends on its own
+        (the longest timeout, and waiting even with no replica connected), then
+        enabled. Off: disabled, which releases the commits waiting for an ack."""
+        if side not in ("master", "source"):
+            raise ValueError(f"semi-sync primary side must be master or source, not {side!r}")
+        if not on:
+            return [f"SET GLOBAL rpl_semi_sync_{side}_enabled = OFF"]
+        no_replica = "wait_no_slave" if side == "master" else "wait_no_replica"
+        return [
+            f"SET GLOBAL rpl_semi_sync_{side}_timeout = {HOLD_MS}",
+            f"SET GLOBAL rpl_semi_sync_{side}_{no_replica} = ON",
+            f"SET GLOBAL rpl_semi_sync_{side}_enabled = ON",
+        ]
+
+    def semisync_replica_sql(self, side: str, on: bool) -> str:
+        """The replica side of semi-sync on or off ("slave" or "replica" spelling); it
+        takes effect when the receiver next connects."""
+        if side not in ("slave", "replica"):
+            raise ValueError(f"semi-sync replica side must be slave or replica, not {side!r}")
+        return f"SET GLOBAL rpl_semi_sync_{side}_enabled = {'ON' if on else 'OFF'}"
 
     def change_source(
         self, host: str, port: int, user: str, password: str, retry: int, heartbeat: float
@@ -240,10 +267,18 @@ class MysqlFlavour(MariaFlavour):
     semisync_sql = (
         "SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value"
         " FROM performance_schema.global_variables"
-        " WHERE VARIABLE_NAME IN ('rpl_semi_sync_source_enabled', 'rpl_semi_sync_master_enabled')"
+        " WHERE VARIABLE_NAME IN ('rpl_semi_sync_source_enabled', 'rpl_semi_sync_master_enabled',"
+        " 'rpl_semi_sync_source_timeout', 'rpl_semi_sync_master_timeout',"
+        " 'rpl_semi_sync_source_wait_no_replica', 'rpl_semi_sync_master_wait_no_slave',"
+        " 'rpl_semi_sync_replica_enabled', 'rpl_semi_sync_slave_enabled')"
         " UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE FROM performance_schema.global_status"
         " WHERE VARIABLE_NAME IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_master_status',"
-        " 'Rpl_semi_sync_source_clients', 'Rpl_semi_sync_master_clients')"
+        " 'Rpl_semi_sync_source_clients', 'Rpl_semi_sync_master_clients',"
+        " 'Rpl_semi_sync_source_wait_sessions', 'Rpl_semi_sync_master_wait_sessions')"
+    )
+    semisync_missing = (
+        "the semi-synchronous source plugin is not loaded "
+        "(INSTALL PLUGIN rpl_semi_sync_source SONAME 'semisync_source.so')"
     )
     upstream_sql = "SELECT @@server_id, @@gtid_executed;\n"
     stop_replica_sql = "STOP REPLICA"

@@ -63,6 +63,9 @@ def rejoin(driver: MysqlDriver, upstream: Upstream, timeout: float, force: bool)
     with driver.session(dl, what) as s:
         v, rep = driver.state(s)
         if rep is not None and rep.follows(upstream.host, upstream.port) and rep.streaming:
+            if driver.semisync_as_replica(s, rep):
+                s.run(s.flavour.start_replica_sql)
+                driver.wait_streaming(s, dl, what)
             return RejoinReport("follow", notes=(f"already replicating from {upstream.name}",))
     driver.fence(min(dl.left(what), max(1.0, timeout * FENCE_SHARE)))
     with driver.session(dl, what) as s:

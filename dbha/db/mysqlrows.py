@@ -107,15 +107,48 @@ class ReplicaRow:
         return self.source_host == host and self.source_port == port and self.auto_position
 
 
+# A semi-synchronous wait shorter than this is a fallback to asynchronous commits
+# waiting to happen: the probe does not count it as synchronous replication.
+MIN_HOLD_MS = 3_600_000
+# What ``set_synchronous(on)`` sets: about 49.7 days, the largest value both
+# servers take (MariaDB allows more), i.e. never on its own.
+HOLD_MS = 4_294_967_295
+
+
 @dataclass(frozen=True, slots=True)
 class SemiSync:
     enabled: bool  # the primary is configured to wait for an acknowledgement
     active: bool  # ... and currently does (False after the silent fallback)
     clients: int  # replicas connected in semi-synchronous mode
+    waiting: int | None = None  # sessions whose commit waits for an acknowledgement
+    timeout_ms: int | None = None  # how long a commit waits before falling back
+    wait_no_replica: bool | None = None  # keep waiting when no replica is connected
+    replica_enabled: bool | None = None  # the replica side (acknowledges when asked)
+    # How this server spells the variables: "master" / "source" for the primary
+    # side, "slave" / "replica" for the replica side; None when it has none (MySQL
+    # without the semi-sync plugin).
+    primary_side: str | None = None
+    replica_side: str | None = None
 
     @property
     def fell_back(self) -> bool:
         return self.enabled and not self.active
+
+    @property
+    def weak(self) -> str | None:
+        """Why commits that wait now may stop waiting on their own (None if they will not)."""
+        why = []
+        if self.timeout_ms is not None and self.timeout_ms < MIN_HOLD_MS:
+            why.append(f"after {self.timeout_ms} ms without an acknowledgement")
+        if self.wait_no_replica is False:
+            why.append("as soon as no replica is connected")
+        return " or ".join(why) or None
+
+    @property
+    def holds(self) -> bool:
+        """Commits wait for a replica's acknowledgement, and will not stop waiting
+        on their own (a long timeout, and waiting even with no replica connected)."""
+        return self.active and self.weak is None
 
 
 def parse_version(version: str) -> tuple[int, ...]:
@@ -143,8 +176,14 @@ def clients_to_kill(rows: Sequence[Row], own_id: int | None) -> list[int]:
 
 def parse_semisync(rows: Sequence[Row]) -> SemiSync:
     """From ``name``/``value`` rows of the semi-sync variables and status (both the
-    ``master`` and the MySQL 8.0.26+ ``source`` spellings)."""
+    ``master``/``slave`` and the MySQL 8.0.26+ ``source``/``replica`` spellings)."""
     values = {text(r, "name").lower(): text(r, "value") for r in rows}
+    primary = next(
+        (p for p in ("master", "source") if f"rpl_semi_sync_{p}_enabled" in values), None
+    )
+    replica = next(
+        (p for p in ("slave", "replica") if f"rpl_semi_sync_{p}_enabled" in values), None
+    )
 
     def get(suffix: str) -> str:
         for side in ("master", "source"):
@@ -152,10 +191,25 @@ def parse_semisync(rows: Sequence[Row]) -> SemiSync:
                 return values[f"rpl_semi_sync_{side}_{suffix}"]
         return ""
 
+    def on_off(value: str) -> bool | None:
+        return None if not value.strip() else value.strip().upper() in ("1", "ON")
+
     enabled = get("enabled").strip().upper() in ("1", "ON")
     active = get("status").strip().upper() in ("1", "ON")
     clients = number({"c": get("clients")}, "c") or 0
-    return SemiSync(enabled=enabled, active=enabled and active, clients=clients)
+    return SemiSync(
+        enabled=enabled,
+        active=enabled and active,
+        clients=clients,
+        waiting=number({"w": get("wait_sessions")}, "w"),
+        timeout_ms=number({"t": get("timeout")}, "t"),
+        wait_no_replica=on_off(get("wait_no_slave") or get("wait_no_replica")),
+        replica_enabled=None
+        if replica is None
+        else on_off(values[f"rpl_semi_sync_{replica}_enabled"]),
+        primary_side=primary,
+        replica_side=replica,
+    )
 
 
 def parse_replicas(

@@ -15,11 +15,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pgerr
@@ -39,6 +39,7 @@ POLL = 0.02
 
 Row = dict[str, Any]
 Conn = psycopg.Connection[Row]
+_T = TypeVar("_T")
 
 _SLOT_RE = re.compile(r"^[a-z0-9_]{1,63}$")
 _LSN_RE = re.compile(r"^([0-9A-Fa-f]{1,8})/([0-9A-Fa-f]{1,8})$")
@@ -66,6 +67,8 @@ class PgSettings:
     holds short-lived passfiles and the directories a rejoin sets aside.
     ``rejoin_copy_before_rewind`` keeps a full copy of the data directory before
     pg_rewind (otherwise only the diverged WAL is kept aside).
+    ``peer_name`` is the other node's ``node_name`` (its application_name as a
+    standby): synchronous commit waits for it (``set_synchronous``).
     """
 
     node_name: str
@@ -89,6 +92,7 @@ class PgSettings:
     replication_connect_timeout: int = 2
     work_dir: Path | None = None
     rejoin_copy_before_rewind: bool = False
+    peer_name: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -101,6 +105,12 @@ class PgSettings:
         for name in ("data_dir", "password_file", "replication_passfile", "bin_dir"):
             if not Path(getattr(self, name)).is_absolute():
                 problems.append(f"{name} must be an absolute path")
+        if self.peer_name is not None and not _SLOT_RE.match(self.peer_name):
+            problems.append(
+                f"peer_name {self.peer_name!r} must be a valid slot name: 1-63 of [a-z0-9_]"
+            )
+        if self.peer_name == self.node_name:
+            problems.append("peer_name must differ from node_name")
         if not self.host:
             problems.append("host must not be empty")
         if self.stop_argv is not None and not any("{mode}" in a for a in self.stop_argv):
@@ -113,6 +123,17 @@ class PgSettings:
     @property
     def slot(self) -> str:
         return self.node_name
+
+    def sync_standby_names(self) -> str | None:
+        """The ``synchronous_standby_names`` that makes commits wait for the peer:
+        both node names, sorted, so that the value is the same on both nodes (it
+        travels in postgresql.auto.conf with pg_rewind and pg_basebackup) and right
+        whichever one is primary: a primary is never its own standby. None without
+        ``peer_name``."""
+        if self.peer_name is None:
+            return None
+        names = ", ".join(f'"{n}"' for n in sorted({self.node_name, self.peer_name}))
+        return f"FIRST 1 ({names})"
 
     def workdir(self) -> Path:
         return self.work_dir if self.work_dir is not None else self.data_dir.parent
@@ -316,6 +337,197 @@ def session(s: PgSettings, deadline: Deadline, dbname: str | None = None) -> Ite
     finally:
         if watchdog is not None:
             watchdog.close()
+
+
+def _cut(conn: Conn) -> bool:
+    """Shut a session's socket down (both ways); True if it was done."""
+    try:
+        fd = conn.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        return False
+    return True
+
+
+class _Cutter:
+    """``_Watchdog`` for the probe's kept session, as one long-lived thread.
+
+    ``arm`` before a use, ``disarm`` after it; a use still armed at its time has
+    its socket cut. Neither call wakes the thread: it sleeps until the time it
+    last saw and then looks at the current arming (later uses only move the time
+    later), so while probes run it wakes about once per probe timeout, where a
+    timer thread per probe would cost a thread start and a wake-up each time. A
+    cut happens under the lock that ``disarm`` takes, so a session is never
+    closed (and its descriptor reused) while it is being cut.
+    """
+
+    IDLE = 60.0  # bound on one wait while nothing is armed
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._armed: tuple[int, Conn, float] | None = None  # (use, session, cut at)
+        self._uses = 0
+        self._fired = 0  # the last use whose socket was cut
+        self._until: float | None = None  # what the thread sleeps until (None: idle)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def arm(self, conn: Conn, at: float) -> int:
+        """Cut ``conn`` at ``at`` (monotonic) unless disarmed first; the use's number."""
+        with self._cond:
+            self._uses += 1
+            self._armed = (self._uses, conn, at)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="dbha-db-cut", daemon=True)
+                self._thread.start()
+            elif self._until is None or at < self._until:
+                self._cond.notify()
+            return self._uses
+
+    def disarm(self, use: int) -> bool:
+        """Stand down for ``use``; True if its socket was cut."""
+        with self._cond:
+            if self._armed is not None and self._armed[0] == use:
+                self._armed = None
+            return self._fired == use
+
+    def close(self) -> None:
+        """Let the thread end once nothing is armed (a use in flight keeps its bound)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        with self._cond:
+            while not (self._closed and self._armed is None):
+                armed = self._armed
+                if armed is None:
+                    self._until = None
+                    self._cond.wait(self.IDLE)
+                    continue
+                use, conn, at = armed
+                left = at - time.monotonic()
+                if left > 0:
+                    self._until = at
+                    self._cond.wait(left)
+                    continue
+                if _cut(conn):
+                    self._fired = use
+                self._armed = None
+
+
+# A probe whose reused session was lost (the server restarted, or a fence ended
+# it) tries a fresh one within its budget if at least this much is left.
+RECONNECT_MIN = 0.1
+
+
+class ProbeLink:
+    """The probe's one long-lived session to the local server.
+
+    A new authenticated session per probe costs a SCRAM login (most of a probe's
+    CPU); this keeps one session and runs every probe on it. Only ``run`` (called
+    by ``PostgresDriver.probe`` with its read-only queries) ever sees it: no other
+    verb uses it. Every use is bounded like a fresh session: the server's
+    statement and lock timeouts (the probe's budget, set when it connects) and a
+    watchdog that cuts the socket at the deadline, so a frozen server cannot hold
+    a probe past its timeout (plus ``CUT_GRACE``). Any error drops the session
+    (closed, never used again); the next use connects anew, and a use whose
+    reused session turns out to be gone (DbUnreachable: a restarted server, or a
+    fence that ended it) connects anew at once, within the same budget.
+
+    Settings are read per statement: a server-wide change (ALTER SYSTEM + reload,
+    as the soft fence does) reaches a long-lived backend before it runs its next
+    command, so ``current_setting`` on this session says what a new session
+    would. Thread-safe (one use at a time); ``close`` ends the session.
+    """
+
+    def __init__(self, s: PgSettings) -> None:
+        self._s = s
+        self._conn: Conn | None = None
+        self._lock = threading.Lock()
+        self._closes = 0  # close() calls so far: a use in flight keeps nothing after one
+        self._cutter: _Cutter | None = None
+
+    def run(self, deadline: Deadline, observe: Callable[[Conn], _T]) -> _T:
+        """``observe(conn)`` on the kept session (connecting if there is none), within
+        ``deadline``. Errors come out as ``DbError``; after one, no session is kept."""
+        if not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
+            raise DbTimeout(f"{deadline.what}: another probe still holds the session")
+        try:
+            closes = self._closes
+            if self._cutter is None:
+                self._cutter = _Cutter()
+            conn, reused = self._conn, self._conn is not None
+            self._conn = None  # held by this use; kept again only if it goes well
+            try:
+                return self._use(conn or self._connect(deadline), deadline, observe, closes)
+            except DbUnreachable:
+                if not reused or deadline.remaining() < RECONNECT_MIN:
+                    raise
+            return self._use(self._connect(deadline), deadline, observe, closes)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """End the kept session, if any (a probe in flight ends it when it is
+        done). Idempotent; never raises; never waits for a probe."""
+        self._closes += 1
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            conn, self._conn = self._conn, None
+            cutter, self._cutter = self._cutter, None
+        finally:
+            self._lock.release()
+        if cutter is not None:
+            cutter.close()
+        if conn is not None:
+            with suppress(psycopg.Error, OSError):
+                conn.close()
+
+    def _connect(self, deadline: Deadline) -> Conn:
+        rest = deadline.left()
+        ms = max(1, int(deadline.timeout * 1000))
+        try:
+            conn: Conn = psycopg.connect(
+                host=self._s.host,
+                port=self._s.port,
+                user=self._s.user,
+                password=read_password(self._s.password_file),
+                dbname=self._s.dbname,
+                connect_timeout=max(int(CONNECT_FLOOR), math.ceil(rest)),
+                application_name="dbha-probe",
+                options=f"-c statement_timeout={ms} -c lock_timeout={ms}",
+                autocommit=True,
+                row_factory=dict_row,
+            )
+        except (psycopg.Error, OSError) as exc:
+            raise map_error(exc, deadline.what) from exc
+        return conn
+
+    def _use(
+        self, conn: Conn, deadline: Deadline, observe: Callable[[Conn], _T], closes: int
+    ) -> _T:
+        cutter = self._cutter
+        assert cutter is not None  # made by run()
+        use = cutter.arm(conn, deadline.end + CUT_GRACE)
+        try:
+            out = observe(conn)
+        except BaseException as exc:
+            fired = cutter.disarm(use)
+            with suppress(psycopg.Error, OSError):
+                conn.close()
+            if isinstance(exc, (psycopg.Error, OSError)):
+                raise map_error(exc, deadline.what, timed_out=fired) from exc
+            raise
+        fired = cutter.disarm(use)
+        if fired or conn.closed or conn.broken or closes != self._closes:
+            with suppress(psycopg.Error, OSError):
+                conn.close()
+        else:
+            self._conn = conn
+        return out
 
 
 def one(conn: Conn, query: Any, params: Sequence[Any] | None = None) -> Row:

@@ -3,7 +3,9 @@
 Every verb opens its own short session over the settings' socket or address,
 bounded by the verb's timeout (connect, statement and lock timeouts, and a
 watchdog that cuts the socket of a frozen server); verbs that rewrite the data
-directory (follow, rejoin) live in ``dbha.db.pgrejoin``.
+directory (follow, rejoin) live in ``dbha.db.pgrejoin``. The probe, which runs
+every probe interval, keeps one session instead (``ProbeLink``: same bounds,
+dropped on any error, ended by ``close``).
 
 About the soft fence, and its limit. ``fence()`` sets
 ``default_transaction_read_only = on`` with ALTER SYSTEM (so it survives a
@@ -34,10 +36,12 @@ import time
 from dataclasses import replace
 
 import psycopg
+from psycopg import sql
 
 from dbha.db import pgrejoin
 from dbha.db.base import (
     DbError,
+    DbRefused,
     DbStatus,
     DbTimeout,
     Position,
@@ -53,6 +57,7 @@ from dbha.db.pgconn import (
     Conn,
     Deadline,
     PgSettings,
+    ProbeLink,
     Tools,
     map_error,
     one,
@@ -68,7 +73,8 @@ SELECT pg_is_in_recovery() AS recovery,
        current_setting('server_version') AS version,
        current_setting('default_transaction_read_only') AS read_only,
        current_setting('synchronous_standby_names') AS sync_names,
-       current_setting('synchronous_commit') AS sync_commit
+       current_setting('synchronous_commit') AS sync_commit,
+       (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep')::int AS sync_waiting
 """
 
 _PRIMARY_SQL = """
@@ -109,6 +115,14 @@ SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text AS re
 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver r ON true
 """
 
+_SYNC_SQL = """
+SELECT pg_is_in_recovery() AS recovery,
+       current_setting('synchronous_standby_names') AS names,
+       current_setting('synchronous_commit') AS sync_commit
+"""
+
+_SYNC_WAITING_SQL = "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+
 _CLIENTS_SQL = """
 SELECT pid FROM pg_stat_activity
 WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
@@ -147,24 +161,40 @@ def primary_position(conn: Conn) -> Position:
     )
 
 
+class _Answered(DbError):
+    """The server answered the probe's first query but not the rest: ``status`` is
+    what it said (reachable, role unknown, the error)."""
+
+    def __init__(self, status: DbStatus) -> None:
+        super().__init__(status.error or "probe: incomplete answer")
+        self.status = status
+
+
 class PostgresDriver:
-    """``DatabaseDriver`` for one local PostgreSQL (15+) server. Thread-safe: it
-    holds no connection between calls."""
+    """``DatabaseDriver`` for one local PostgreSQL (15+) server. Thread-safe: the
+    only connection it keeps between calls is the probe's (``ProbeLink``), which
+    ``close`` ends."""
 
     engine = ENGINE
 
     def __init__(self, settings: PgSettings) -> None:
         self.settings = settings
         self.tools = Tools(settings)
+        self._probe_link = ProbeLink(settings)
+
+    def close(self) -> None:
+        """End the probe's kept session. Idempotent; never raises; a later probe
+        connects again."""
+        self._probe_link.close()
 
     # -- probe ----------------------------------------------------------------
 
     def probe(self, timeout: float) -> DbStatus:
         """Observe the server. Never raises (any failure is in the status)."""
         try:
-            deadline = Deadline(timeout, "probe")
-            with session(self.settings, deadline) as conn:
-                return self._probe(conn)
+            return self._probe_link.run(Deadline(timeout, "probe"), self._probe)
+        except _Answered as exc:
+            return exc.status
         except DbError as exc:
             return DbStatus.unreachable(str(exc))
         except Exception as exc:  # the contract: probe never raises
@@ -172,13 +202,7 @@ class PostgresDriver:
 
     def _probe(self, conn: Conn) -> DbStatus:
         base = one(conn, _SETTINGS_SQL)
-        seen = DbStatus(
-            reachable=True,
-            version=str(base["version"]),
-            flavour=ENGINE,
-            sync_replication=bool(base["sync_names"])
-            and base["sync_commit"] not in ("off", "local"),
-        )
+        seen = DbStatus(reachable=True, version=str(base["version"]), flavour=ENGINE)
         try:
             if not base["recovery"]:
                 pos = primary_position(conn)
@@ -189,11 +213,18 @@ class PostgresDriver:
                     writable=base["read_only"] == "off",
                     position=pos,
                     replicas=reps,
+                    # A standby's setting (copied with its data directory) waits for
+                    # nothing until it is promoted: only a primary's counts.
+                    sync_replication=bool(base["sync_names"])
+                    and base["sync_commit"] not in ("off", "local"),
+                    sync_waiting=base["sync_waiting"],
                 )
             row = one(conn, _REPLICA_SQL)
         except (psycopg.Error, DbError) as exc:
-            # Reachable, but the server did not say what it is: half-broken.
-            return replace(seen, role=Role.UNKNOWN, error=str(map_error(exc, "probe")))
+            # Reachable, but the server did not say what it is: half-broken. Raised
+            # (not returned) so that the probe's session is dropped.
+            why = str(map_error(exc, "probe"))
+            raise _Answered(replace(seen, role=Role.UNKNOWN, error=why)) from exc
         tli = _tli_max(
             row["received_tli"], row["checkpoint_tli"], walfile_timeline(row["last_walfile"])
         )
@@ -286,18 +317,17 @@ class PostgresDriver:
         conn.execute("SELECT pg_reload_conf()")
 
     def _wait_new_session(self, deadline: Deadline, read_only: bool) -> None:
+        self._wait_setting(deadline, "default_transaction_read_only", "on" if read_only else "off")
+
+    def _wait_setting(self, deadline: Deadline, name: str, want: str) -> None:
         # The reload is asynchronous: poll with new sessions until one sees it.
-        want = "on" if read_only else "off"
         while True:
             with session(self.settings, deadline) as probe:
-                got = one(probe, "SELECT current_setting('default_transaction_read_only') AS v")
+                got = one(probe, "SELECT current_setting(%s) AS v", (name,))
             if got["v"] == want:
                 return
             if deadline.remaining() < POLL * 2:
-                raise DbTimeout(
-                    f"{deadline.what}: new sessions still have "
-                    f"default_transaction_read_only={got['v']}"
-                )
+                raise DbTimeout(f"{deadline.what}: new sessions still have {name}={got['v']!r}")
             time.sleep(POLL)
 
     @staticmethod
@@ -383,6 +413,51 @@ class PostgresDriver:
                 self._set_read_only(conn, False)
                 self._wait_new_session(deadline, read_only=False)
             return PromoteResult(already_primary=False, position=primary_position(conn))
+
+    # -- synchronous commit -----------------------------------------------------
+
+    def set_synchronous(self, on: bool, timeout: float) -> None:
+        """``on``: ALTER SYSTEM SET synchronous_standby_names to ``FIRST 1`` of both
+        node names (see ``PgSettings.sync_standby_names``: the same value on both
+        nodes, so the copy pg_rewind / pg_basebackup carry to the other node is
+        right too); ``off``: to '' (not RESET, which would fall back to a value in
+        postgresql.conf). Then reload and wait until a new session sees the value;
+        ``off`` also waits until no session waits for the standby any more (the
+        checkpointer applies the reload and releases them). Skips the ALTER when the
+        value is already in force. Refuses ``on`` on a standby (DbRefused) and when
+        synchronous_commit is off or local (DbError: commits would not wait).
+        Raises DbTimeout / DbUnreachable / DbError."""
+        what = f"set_synchronous {'on' if on else 'off'}"
+        deadline = Deadline(timeout, what)
+        want = self.settings.sync_standby_names() if on else ""
+        if want is None:
+            raise DbError(f"{what}: the peer's node name is not configured (peer_name)")
+        with session(self.settings, deadline) as conn:
+            row = one(conn, _SYNC_SQL)
+            if on and row["recovery"]:
+                raise DbRefused(f"{what}: this server is a standby: commits happen on the primary")
+            if on and row["sync_commit"] in ("off", "local"):
+                raise DbError(
+                    f"{what}: synchronous_commit is {row['sync_commit']}: commits would not "
+                    "wait for the standby; set it to on, remote_write or remote_apply"
+                )
+            if row["names"] != want:
+                conn.execute(
+                    sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(
+                        sql.Literal(want)
+                    )
+                )
+                conn.execute("SELECT pg_reload_conf()")
+            self._wait_setting(deadline, "synchronous_standby_names", want)
+            while not on:
+                waiting = one(conn, _SYNC_WAITING_SQL)["n"]
+                if waiting == 0:
+                    return
+                if deadline.remaining() < POLL * 2:
+                    raise DbTimeout(
+                        f"{deadline.what}: {waiting} session(s) still wait for the standby"
+                    )
+                time.sleep(POLL / 2)
 
     # -- follow and rejoin ------------------------------------------------------
 

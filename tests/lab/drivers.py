@@ -24,6 +24,7 @@ def pg_settings(lab: Lab, host: str, **overrides: Any) -> PgSettings:
     node = PgNode(lab.prefix, lab.layout, host)
     settings = PgSettings(
         node_name=host,
+        peer_name=next(h for h in topo.DB_HOSTS if h != host),
         data_dir=node.data,
         host=str(node.run),
         port=SERVICE.port,

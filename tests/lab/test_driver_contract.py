@@ -20,7 +20,7 @@ import psycopg
 import pymysql
 import pytest
 
-from dbha.db.base import DatabaseDriver, DbError, Position, Role, Upstream
+from dbha.db.base import DatabaseDriver, DbError, DbRefused, Position, Role, Upstream
 from dbha.db.fake import FakeCluster, FakeDriver
 from dbha.errors import LabError
 from dbha.lab import topology as topo
@@ -292,6 +292,42 @@ def test_covers_truth_table(pair: Pair) -> None:
         assert drv.covers(cand, ref) is want, (cand, ref)
 
 
+def test_set_synchronous_turns_waiting_for_the_replica_on_and_off(pair: Pair) -> None:
+    """set_synchronous on the primary: once it returns, the probe says commits wait
+    for the replica, which (following, so ready to acknowledge) is reported as the
+    synchronous one, and a commit returns and reaches it; nothing waits. Setting it
+    twice is a no-op; off makes the probe say commits do not wait; on is refused on
+    the replica and changes nothing there."""
+    pair.dirty = True
+    drv, rep = pair.driver(pair.primary), pair.driver(pair.replica)
+    assert not drv.probe(5).sync_replication  # the pair is built asynchronous
+    rep.follow(pair.upstream(pair.primary), VERB_TIMEOUT)  # already follows: ready to ack
+    for _ in range(2):
+        drv.set_synchronous(True, VERB_TIMEOUT)
+        st = drv.probe(5)
+        assert st.sync_replication and st.sync_waiting == 0, st
+    eventually(
+        pair,
+        lambda: [r.sync for r in drv.probe(5).replicas] == [True],
+        "the replica acknowledges synchronously",
+    )
+    acked = tokens(1)
+    pair.write(pair.primary, acked[0])  # bounded: a commit left waiting fails the write
+    eventually(
+        pair, lambda: pair.has(pair.replica, acked[0]), "the acknowledged row on the replica"
+    )
+    with pytest.raises(DbRefused):
+        rep.set_synchronous(True, VERB_TIMEOUT)
+    assert not rep.probe(5).sync_replication
+    for _ in range(2):
+        drv.set_synchronous(False, VERB_TIMEOUT)
+        st = drv.probe(5)
+        assert not st.sync_replication and st.sync_waiting == 0, st
+        assert not any(r.sync for r in st.replicas), st
+    pair.write(pair.primary, secrets.token_hex(6))
+    pair.dirty = False
+
+
 def _switch(pair: Pair) -> tuple[list[str], DatabaseDriver, DatabaseDriver]:
     """Planned switch: fence the primary, let the replica apply everything, promote."""
     rows = write_replicated(pair, 5)
@@ -353,6 +389,7 @@ def test_every_verb_is_bounded_on_a_hung_server(pair: Pair) -> None:
         ("promote", lambda: drv.promote(HUNG_TIMEOUT)),
         ("follow", lambda: drv.follow(up, HUNG_TIMEOUT)),
         ("rejoin", lambda: drv.rejoin(up, HUNG_TIMEOUT)),
+        ("set_synchronous", lambda: drv.set_synchronous(False, HUNG_TIMEOUT)),
     ]
     pair.hang(host)
     try:
@@ -368,3 +405,57 @@ def test_every_verb_is_bounded_on_a_hung_server(pair: Pair) -> None:
             assert took <= HUNG_TIMEOUT + SLACK, f"{name} took {took:.1f} s"
     finally:
         pair.thaw()
+
+
+# ------------------------------------------- the probe's kept session (close)
+
+
+def test_probe_stays_true_to_the_server_across_fence_and_unfence(pair: Pair) -> None:
+    """One driver probes before, during and after a fence: a driver may keep its
+    probe's session between probes (a fence may end it, and one opened while the
+    server was fenced must see the unfence), yet ``writable`` always says what the
+    server does now, on every probe."""
+    pair.dirty = True
+    drv = pair.driver(pair.primary)
+    assert drv.probe(5).writable
+    assert drv.probe(5).writable  # a kept session, if the driver keeps one
+    drv.fence(VERB_TIMEOUT)
+    assert write_fails(pair, pair.primary)
+    for _ in range(3):
+        st = drv.probe(5)
+        assert st.reachable and st.role is Role.PRIMARY and not st.writable, st
+    drv.unfence(VERB_TIMEOUT)
+    pair.write(pair.primary, secrets.token_hex(6))
+    for _ in range(3):
+        st = drv.probe(5)
+        assert st.reachable and st.role is Role.PRIMARY and st.writable, st
+    drv.close()
+    drv.close()  # idempotent
+    assert drv.probe(5).writable  # usable after close: it connects again
+    drv.close()
+    pair.dirty = False
+
+
+def test_a_probe_on_a_kept_session_is_bounded_on_a_hung_server(pair: Pair) -> None:
+    """The server freezes after the driver probed it (its session, if kept, still
+    looks open): the next probe says unreachable within its timeout, and once the
+    server runs again the driver sees it again without being rebuilt."""
+    pair.dirty = True
+    host = pair.replica
+    drv = pair.driver(host)
+    assert drv.probe(5).reachable
+    pair.hang(host)
+    try:
+        for _ in range(2):  # on the kept session, then on a new connection
+            t0 = time.monotonic()
+            st = drv.probe(HUNG_TIMEOUT)
+            took = time.monotonic() - t0
+            assert not st.reachable and st.error, st
+            assert took <= HUNG_TIMEOUT + SLACK, f"probe took {took:.1f} s"
+    finally:
+        pair.thaw()
+    eventually(pair, lambda: drv.probe(5).reachable, "probe answers after the thaw")
+    st = drv.probe(5)
+    assert st.role is Role.REPLICA and not st.writable, st
+    drv.close()
+    pair.dirty = False

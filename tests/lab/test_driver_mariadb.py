@@ -9,6 +9,7 @@ the generous does-not-hang bound on a SIGSTOPped server.
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import threading
 import time
@@ -372,6 +373,7 @@ def test_every_verb_is_bounded_on_a_sigstopped_server(
         "follow": lambda: b.follow(up, timeout),
         "rejoin": lambda: b.rejoin(up, timeout),
         "rejoin(force)": lambda: b.rejoin(up, timeout, force=True),
+        "set_synchronous": lambda: b.set_synchronous(True, timeout),
     }
     healthy_lab.stop_db("b", "mariadb")
     times = {}
@@ -424,3 +426,156 @@ def test_semisync_fallback_is_reported(
     st = b.probe(T)
     assert not st.sync_replication and st.error and "asynchronous fallback" in st.error
     assert a.probe(T).role == Role.REPLICA
+
+
+# ---------------------------------------------------------- synchronous commit
+
+
+class Committer:
+    """One application commit in a thread of its own, on its own connection, bounded
+    by a read timeout far longer than the test waits for it."""
+
+    def __init__(self, lab: Lab, n: MariaNode) -> None:
+        self.token = token("sync")
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._lab, self._node = lab, n
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            conn = pymysql.connect(
+                unix_socket=str(self._node.socket),
+                user="app",
+                password=self._lab.layout.secret("mariadb-app"),
+                database="app",
+                connect_timeout=3,
+                read_timeout=120,
+                write_timeout=120,
+                autocommit=True,
+            )
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (self.token,))
+            finally:
+                conn.close()
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def _timed(call: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def semisync_vars(n: MariaNode) -> dict[str, Any]:
+    (row,) = n.query(
+        "SELECT @@rpl_semi_sync_master_enabled AS master, @@rpl_semi_sync_slave_enabled AS slave,"
+        " @@rpl_semi_sync_master_timeout AS timeout"
+    )
+    return row
+
+
+def test_semisync_commit_waits_without_an_ack_until_sync_is_off(
+    lab: Lab, restore: None, pair: tuple[MysqlDriver, MysqlDriver]
+) -> None:
+    """a follows b (so its replica side is on and acknowledges); set_synchronous(on) on
+    b: a commit is acknowledged and returns. With a's receiver stopped, a commit on b
+    does not return, and it does not fall back to asynchronous on its own (no
+    timeout short enough); the probe counts it waiting. set_synchronous(False)
+    releases it (committed) and the probe says nothing waits. On and off are
+    idempotent; set_synchronous times are printed (median of 7 on/off pairs)."""
+    a, b = pair
+    na, nb = node(lab, "a"), node(lab, "b")
+    ons, offs = [], []
+    for _ in range(7):
+        ons.append(_timed(lambda: b.set_synchronous(True, T)))
+        offs.append(_timed(lambda: b.set_synchronous(False, T)))
+    a.follow(mariadb_upstream("b"), T)
+    assert semisync_vars(na)["slave"] == 1 and semisync_vars(na)["master"] == 0
+    for _ in range(2):
+        b.set_synchronous(True, T)
+        st = b.probe(T)
+        assert st.sync_replication and st.sync_waiting == 0 and st.error is None, st
+    assert semisync_vars(nb)["timeout"] >= 3_600_000
+    wait_for(lambda: [r.sync for r in b.probe(T).replicas] == [True], 10, "a sync replica")
+    acked = token("acked")
+    nb.write_token(acked)  # acknowledged by a (bounded by the lab client's read timeout)
+    na.query("STOP SLAVE IO_THREAD")
+    commit = Committer(lab, nb)
+    assert not commit.done.wait(1.0), commit.error
+    wait_for(lambda: (b.probe(T).sync_waiting or 0) >= 1, 10, "the commit counted as waiting")
+    st = b.probe(T)
+    assert st.sync_replication and st.error is None, st  # still waiting: no fallback
+    released = _timed(lambda: b.set_synchronous(False, T))
+    assert commit.done.wait(30), "the commit still waits after set_synchronous(False)"
+    assert commit.error is None, commit.error
+    st = b.probe(T)
+    assert not st.sync_replication and st.sync_waiting == 0, st
+    b.set_synchronous(False, T)
+    assert nb.has_token(acked) and nb.has_token(commit.token)
+    print(
+        f"\nset_synchronous MariaDB, median of 7: on {statistics.median(ons) * 1000:.1f} ms,"
+        f" off {statistics.median(offs) * 1000:.1f} ms; off releasing a waiting commit"
+        f" {released * 1000:.1f} ms"
+    )
+
+
+def test_rejoin_turns_the_old_primarys_semisync_around(
+    lab: Lab, restore: None, pair: tuple[MysqlDriver, MysqlDriver]
+) -> None:
+    """b is a synchronous primary (primary side on); switch to a and turn it on there;
+    b rejoins a: b's primary side is off (a replica asking for acknowledgements of
+    what it applies would stall) and its replica side on, so a's commits are
+    acknowledged by b and return, and a's probe reports b as its synchronous replica.
+    A former primary that never had the replica side on is the case here (the pair
+    is built asynchronous)."""
+    a, b = pair
+    na, nb = node(lab, "a"), node(lab, "b")
+    b.set_synchronous(True, T)
+    assert semisync_vars(nb)["slave"] == 0
+    b.fence(T)
+    a.wait_replayed(T)
+    a.promote(T)
+    a.set_synchronous(True, T)
+    report = b.rejoin(mariadb_upstream("a"), 30)
+    assert report.method == "repoint", report
+    assert semisync_vars(nb)["master"] == 0 and semisync_vars(nb)["slave"] == 1
+    wait_for(lambda: [r.sync for r in a.probe(T).replicas] == [True], 10, "b acknowledges a")
+    later = token("later")
+    na.write_token(later)  # acknowledged by b (bounded by the lab client's read timeout)
+    assert a.probe(T).sync_replication
+    b.wait_replayed(T)
+    assert nb.has_token(later)
+
+
+def test_set_synchronous_after_a_silent_fallback_waits_again(
+    lab: Lab, restore: None, pair: tuple[MysqlDriver, MysqlDriver]
+) -> None:
+    """Someone shortened the semi-sync timeout and the primary fell back to
+    asynchronous commits (the probe says so, and says the short timeout was not
+    counted as synchronous before); set_synchronous(on) makes it wait again, with a
+    timeout that does not fall back on its own, and the probe says so."""
+    a, b = pair
+    na, nb = node(lab, "a"), node(lab, "b")
+    a.follow(mariadb_upstream("b"), T)
+    b.set_synchronous(True, T)
+    nb.query("SET GLOBAL rpl_semi_sync_master_timeout = 300")  # ms
+    st = b.probe(T)
+    assert not st.sync_replication and st.error and "300 ms" in st.error, st
+    na.query("STOP SLAVE IO_THREAD")
+    nb.write_token(token("unacknowledged"))  # waits 0.3 s, then falls back
+    st = b.probe(T)
+    assert not st.sync_replication and st.error and "asynchronous fallback" in st.error, st
+    b.set_synchronous(True, T)
+    st = b.probe(T)
+    assert st.sync_replication and st.error is None, st
+    assert semisync_vars(nb)["timeout"] >= 3_600_000
+    commit = Committer(lab, nb)
+    assert not commit.done.wait(1.0), commit.error  # it waits again: a receives nothing
+    na.query("START SLAVE IO_THREAD")  # a acknowledges: the commit returns
+    assert commit.done.wait(30), "the commit still waits with a replicating again"
+    assert commit.error is None, commit.error

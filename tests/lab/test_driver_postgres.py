@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -277,6 +278,106 @@ def test_rejoin_falls_back_to_basebackup_when_rewind_is_impossible(pg: Pg) -> No
     assert st.role is Role.REPLICA and st.streaming, st
 
 
+# ---------------------------------------------------------- synchronous commit
+
+SYNC_NAMES = 'FIRST 1 ("a", "b")'
+
+
+class Committer:
+    """One application commit in a thread of its own, on its own session: bounded by
+    a statement timeout far longer than the test waits for it, and watching for the
+    warning PostgreSQL gives when a commit stops waiting for its standby because it
+    was cancelled (which would mean the timeout, not the driver, released it)."""
+
+    def __init__(self, node: PgNode) -> None:
+        self.token = secrets.token_hex(6)
+        self.error: BaseException | None = None
+        self.notices: list[str] = []
+        self.done = threading.Event()
+        self._node = node
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with self._node.connect("app", "app") as c:
+                c.add_notice_handler(lambda d: self.notices.append(str(d.message_primary)))
+                c.execute("SET statement_timeout = '120s'")
+                c.execute("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (self.token,))
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            self.done.set()
+
+
+def _timed(call: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0
+
+
+def test_sync_commit_waits_for_the_gone_standby_until_sync_is_off(pg: Pg) -> None:
+    """Strict mode after the standby is gone: with synchronous commit on, b stopped,
+    a commit on a does not return, and the probe counts one session waiting for the
+    standby; set_synchronous(False) releases it (committed, not cancelled) and the
+    probe says nothing waits and commits no longer wait. On and off are idempotent.
+    The time set_synchronous takes is printed (median of 7 on/off pairs)."""
+    ons, offs = [], []
+    for _ in range(7):
+        ons.append(_timed(lambda: pg.a.set_synchronous(True, T)))
+        offs.append(_timed(lambda: pg.a.set_synchronous(False, T)))
+    for _ in range(2):
+        pg.a.set_synchronous(True, T)
+        assert sql(pg.node_a, "SHOW synchronous_standby_names") == SYNC_NAMES
+        st = pg.a.probe(5)
+        assert st.sync_replication and st.sync_waiting == 0, st
+    rows = pg.replicated(2)  # b acknowledges: commits return
+    pg.node_b.stop("fast")
+    commit = Committer(pg.node_a)
+    assert not commit.done.wait(1.0), commit.error
+    until(lambda: (pg.a.probe(5).sync_waiting or 0) >= 1, "the commit counted as waiting")
+    assert pg.a.probe(5).sync_replication
+    released = _timed(lambda: pg.a.set_synchronous(False, T))
+    assert commit.done.wait(30), "the commit still waits after set_synchronous(False)"
+    assert commit.error is None, commit.error
+    assert not any("synchronous replication" in n for n in commit.notices), commit.notices
+    st = pg.a.probe(5)
+    assert not st.sync_replication and st.sync_waiting == 0, st
+    pg.a.set_synchronous(False, T)
+    assert sql(pg.node_a, "SHOW synchronous_standby_names") == ""
+    assert pg.has_all("a", [*rows, commit.token, *pg.write("a", 1)])
+    print(
+        f"\nset_synchronous PostgreSQL, median of 7: on {statistics.median(ons) * 1000:.1f} ms,"
+        f" off {statistics.median(offs) * 1000:.1f} ms; off releasing a waiting commit"
+        f" {released * 1000:.1f} ms"
+    )
+
+
+def test_sync_setting_travels_with_rewind_and_holds_after_promotion(pg: Pg) -> None:
+    """pg_rewind copies postgresql.auto.conf from the new primary into the rejoined
+    node. The synchronous_standby_names value names both nodes, so that copy is right
+    there too: a (off) diverges from b, b turns synchronous commit on, a rejoins with
+    pg_rewind and comes back carrying b's value, b's commits are acknowledged by a,
+    a standby's value is not reported as waiting, and when a is promoted again its
+    commits wait for b at once, before anyone sets it."""
+    pg.a.set_synchronous(False, T)
+    assert sql(pg.node_a, "SHOW synchronous_standby_names") == ""
+    _split_brain(pg)
+    pg.b.set_synchronous(True, T)
+    report = pg.a.rejoin(pg_upstream("b"), T * 2)
+    assert report.method == "pg_rewind", report
+    assert sql(pg.node_a, "SHOW synchronous_standby_names") == SYNC_NAMES
+    assert not pg.a.probe(5).sync_replication  # a standby's setting waits for nothing
+    until(lambda: [r.sync for r in pg.b.probe(5).replicas] == [True], "a acknowledges b")
+    rows = pg.write("b", 2)  # acknowledged by a (bounded by the lab's statement timeout)
+    until(lambda: pg.has_all("a", rows), "b's rows on a")
+    pg.b.fence(T, hard=True)
+    pg.a.wait_replayed(T)
+    pg.a.promote(T)
+    st = pg.a.probe(5)
+    assert st.role is Role.PRIMARY and st.sync_replication, st
+
+
 # --------------------------------------------------------------------- frozen
 
 
@@ -293,6 +394,7 @@ def test_every_verb_is_bounded_on_a_frozen_primary(pg: Pg) -> None:
         ("promote", lambda: drv.promote(HUNG)),
         ("follow", lambda: drv.follow(up, HUNG)),
         ("rejoin", lambda: drv.rejoin(up, HUNG)),
+        ("set_synchronous", lambda: drv.set_synchronous(True, HUNG)),
         ("fence_hard", lambda: drv.fence(HUNG, hard=True)),
     ]
     pg.lab.stop_db("a", "pg")

@@ -309,6 +309,110 @@ def test_semisync_and_its_silent_fallback(
     assert (semi.enabled, semi.active, semi.fell_back) == (enabled, active, fell_back)
 
 
+# As the lab's MariaDB 10.11 answers with set_synchronous(on) and one commit waiting.
+MARIA_SEMISYNC_ON = [
+    {"name": "RPL_SEMI_SYNC_MASTER_TIMEOUT", "value": "4294967295"},
+    {"name": "RPL_SEMI_SYNC_MASTER_ENABLED", "value": "ON"},
+    {"name": "RPL_SEMI_SYNC_MASTER_WAIT_NO_SLAVE", "value": "ON"},
+    {"name": "RPL_SEMI_SYNC_SLAVE_ENABLED", "value": "OFF"},
+    {"name": "RPL_SEMI_SYNC_MASTER_CLIENTS", "value": "0"},
+    {"name": "RPL_SEMI_SYNC_MASTER_STATUS", "value": "ON"},
+    {"name": "RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS", "value": "1"},
+]
+MYSQL_SEMISYNC = [  # MySQL 8.0.26+ with the semisync_source / semisync_replica plugins
+    {"name": "rpl_semi_sync_source_enabled", "value": "ON"},
+    {"name": "rpl_semi_sync_source_timeout", "value": "10000"},
+    {"name": "rpl_semi_sync_source_wait_no_replica", "value": "ON"},
+    {"name": "rpl_semi_sync_replica_enabled", "value": "ON"},
+    {"name": "Rpl_semi_sync_source_status", "value": "ON"},
+    {"name": "Rpl_semi_sync_source_clients", "value": "1"},
+    {"name": "Rpl_semi_sync_source_wait_sessions", "value": "0"},
+]
+
+
+def test_semisync_holds_only_with_a_wait_that_never_ends_on_its_own() -> None:
+    """Commits count as synchronous only when the wait outlasts an hour and goes on
+    with no replica connected: a default 10 s timeout is a fallback waiting to happen."""
+    maria = parse_semisync(MARIA_SEMISYNC_ON)
+    assert maria.holds and maria.weak is None
+    assert (maria.waiting, maria.timeout_ms, maria.clients) == (1, 4294967295, 0)
+    assert (maria.primary_side, maria.replica_side, maria.replica_enabled) == (
+        "master",
+        "slave",
+        False,
+    )
+    mysql = parse_semisync(MYSQL_SEMISYNC)
+    assert (
+        mysql.active
+        and not mysql.holds
+        and mysql.weak == ("after 10000 ms without an acknowledgement")
+    )
+    assert (mysql.primary_side, mysql.replica_side, mysql.replica_enabled) == (
+        "source",
+        "replica",
+        True,
+    )
+    no_wait = [
+        *[r for r in MARIA_SEMISYNC_ON if "WAIT_NO_SLAVE" not in r["name"]],
+        {"name": "RPL_SEMI_SYNC_MASTER_WAIT_NO_SLAVE", "value": "OFF"},
+    ]
+    assert parse_semisync(no_wait).weak == "as soon as no replica is connected"
+    off = [{**r, "value": "OFF"} if r["name"].endswith("ENABLED") else r for r in MARIA_SEMISYNC_ON]
+    assert not parse_semisync(off).holds and not parse_semisync(off).enabled
+    plugin_missing = parse_semisync([])
+    assert (plugin_missing.primary_side, plugin_missing.replica_side) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "flavour", [MariaFlavour(version=(10, 11, 6)), MysqlFlavour(version=(8, 0, 36))]
+)
+def test_semisync_statements_follow_the_servers_spelling(flavour: MariaFlavour) -> None:
+    """On: first a wait that never falls back (longest timeout, wait with no replica),
+    then enabled; off: disabled. The spelling is the one the server answered with
+    (MySQL 8.0.26+ plugins say source/replica; older ones and MariaDB master/slave)."""
+    assert flavour.semisync_primary_sql("master", True) == [
+        "SET GLOBAL rpl_semi_sync_master_timeout = 4294967295",
+        "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON",
+        "SET GLOBAL rpl_semi_sync_master_enabled = ON",
+    ]
+    assert flavour.semisync_primary_sql("source", True) == [
+        "SET GLOBAL rpl_semi_sync_source_timeout = 4294967295",
+        "SET GLOBAL rpl_semi_sync_source_wait_no_replica = ON",
+        "SET GLOBAL rpl_semi_sync_source_enabled = ON",
+    ]
+    assert flavour.semisync_primary_sql("source", False) == [
+        "SET GLOBAL rpl_semi_sync_source_enabled = OFF"
+    ]
+    assert flavour.semisync_replica_sql("replica", True) == (
+        "SET GLOBAL rpl_semi_sync_replica_enabled = ON"
+    )
+    assert flavour.semisync_replica_sql("slave", False) == (
+        "SET GLOBAL rpl_semi_sync_slave_enabled = OFF"
+    )
+    with pytest.raises(ValueError):
+        flavour.semisync_primary_sql("slave", True)
+    # What the probe reads covers every name these statements set or check.
+    for name in ("enabled", "timeout", "status", "clients", "wait_sessions"):
+        assert f"rpl_semi_sync_master_{name}" in flavour.semisync_sql.lower()
+
+
+def test_mysql_reads_both_semisync_spellings_and_says_how_to_get_the_plugin() -> None:
+    mysql = MysqlFlavour(version=(8, 0, 36)).semisync_sql
+    for name in (
+        "rpl_semi_sync_source_enabled",
+        "rpl_semi_sync_source_timeout",
+        "rpl_semi_sync_source_wait_no_replica",
+        "rpl_semi_sync_master_wait_no_slave",
+        "rpl_semi_sync_replica_enabled",
+        "rpl_semi_sync_slave_enabled",
+        "Rpl_semi_sync_source_wait_sessions",
+        "Rpl_semi_sync_master_wait_sessions",
+    ):
+        assert f"'{name}'" in mysql
+    assert "performance_schema" in mysql
+    assert "semisync_source.so" in MysqlFlavour().semisync_missing
+
+
 def test_replicas_of_a_primary() -> None:
     semi = parse_semisync(
         [
@@ -507,10 +611,28 @@ _values = st.one_of(
     st.none(), st.text(max_size=40), st.integers(), st.binary(max_size=20), st.floats()
 )
 _other_keys = ["id", "user", "command", "host", "state", "name", "value", "Server_id", "Host"]
+_semisync_names = st.sampled_from([r["name"] for r in MARIA_SEMISYNC_ON + MYSQL_SEMISYNC])
+_semisync_rows = st.lists(
+    st.fixed_dictionaries(
+        {
+            "name": _semisync_names,
+            "value": st.one_of(st.none(), st.text(max_size=12), st.integers()),
+        }
+    ),
+    max_size=8,
+)
 _keys = st.sampled_from(
     [*MARIA_REPLICA_STATUS, *MYSQL_REPLICA_STATUS, *MARIA_VARS, *MYSQL_VARS, *_other_keys]
 )
 _rows = st.lists(st.dictionaries(_keys, _values, max_size=12), max_size=3)
+
+
+@given(_semisync_rows)
+def test_semisync_reader_never_raises(rows: list[dict[str, Any]]) -> None:
+    semi = parse_semisync(rows)
+    assert semi.holds is (semi.active and semi.weak is None)
+    assert semi.primary_side in (None, "master", "source")
+    assert semi.replica_side in (None, "slave", "replica")
 
 
 @given(_rows, st.text(max_size=60))
@@ -521,6 +643,8 @@ def test_readers_of_server_answers_never_raise(rows: list[dict[str, Any]], line:
         f.parse_vars(rows[0] if rows else None)
         f.parse_upstream(line)
         f.slave_pos_to_set(f.parse_vars(rows[0] if rows else None))
-    parse_replicas(rows, rows, parse_semisync(rows))
+    semi = parse_semisync(rows)
+    assert isinstance(semi.holds, bool) and (semi.weak is None or isinstance(semi.weak, str))
+    parse_replicas(rows, rows, semi)
     clients_to_kill(rows, 1)
     detect(line)

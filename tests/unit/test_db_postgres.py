@@ -160,6 +160,8 @@ def test_driver_implements_the_protocol(tmp_path: Path) -> None:
         ({"host": ""}, "host"),
         ({"stop_argv": ("pg_ctl", "stop", "-m", "fast")}, "{mode}"),
         ({"replication_connect_timeout": 0}, "replication_connect_timeout"),
+        ({"peer_name": "Node-B"}, "peer_name"),
+        ({"peer_name": "a"}, "peer_name must differ"),
     ],
 )
 def test_settings_refuse_bad_values(
@@ -167,6 +169,16 @@ def test_settings_refuse_bad_values(
 ) -> None:
     with pytest.raises(ValueError, match=complaint.replace("{", r"\{").replace("}", r"\}")):
         settings(tmp_path, **override)
+
+
+def test_sync_standby_names_are_the_same_on_both_nodes(tmp_path: Path) -> None:
+    """The value names both nodes in one order, so the copy of postgresql.auto.conf
+    that pg_rewind / pg_basebackup bring to the other node is right there too, and a
+    primary never waits for itself; without the peer's name there is none."""
+    on_a = settings(tmp_path, node_name="a", peer_name="b").sync_standby_names()
+    on_b = settings(tmp_path, node_name="b", peer_name="a").sync_standby_names()
+    assert on_a == on_b == 'FIRST 1 ("a", "b")'
+    assert settings(tmp_path).sync_standby_names() is None
 
 
 def test_default_start_and_stop_commands(tmp_path: Path) -> None:
