@@ -83,6 +83,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 DEFAULT_STATE_ROOT = Path("/var/lib/dbha")  # state_dir = DEFAULT_STATE_ROOT / service.id
 DEFAULT_RUN_DIR = Path("/run/dbha")  # control_socket = DEFAULT_RUN_DIR / "<service.id>.sock"
 DEFAULT_AUTO_REJOIN = False
+DEFAULT_CRON_PERIOD_MS = 60_000  # how often cron runs `dbha check` rounds (when it does)
 DEFAULT_DB_HOST = "127.0.0.1"  # used when neither database.host nor database.socket is set
 DEFAULT_DB_PORT: dict[str, int] = {"postgresql": 5432, "mariadb": 3306, "mysql": 3306}
 DEFAULT_DB_NAME: dict[str, str] = {"postgresql": "postgres", "mariadb": "mysql", "mysql": "mysql"}
@@ -96,6 +97,7 @@ DEFAULT_REPLICATION_USER: dict[str, str] = {
 }
 DEFAULT_CONNECT_TIMEOUT_MS = 1000
 DEFAULT_STATEMENT_TIMEOUT_MS = 2000
+DEFAULT_PROBE_INTERVAL_MS = 500
 DEFAULT_HEARTBEAT_INTERVAL_MS = 100
 DEFAULT_HEARTBEAT_MISSES = 5
 DEFAULT_HEARTBEAT_RISE = 3
@@ -104,6 +106,7 @@ DEFAULT_SELF_FENCE_DEADLINE_MS = 1000
 DEFAULT_FENCE_COMMAND_TIMEOUT_MS = 5000
 DEFAULT_ARP_COUNT = 3
 DEFAULT_ARP_INTERVAL_MS = 200
+DEFAULT_ARP_PROBE_MS = 200  # how long the ARP probe before taking the VIP listens
 DEFAULT_REPLICATION_MODE: ReplicationMode = "async"
 DEFAULT_SYNC_FALLBACK: SyncFallback = "strict"
 DEFAULT_MAX_LAG_BYTES = 1024 * 1024
@@ -155,6 +158,9 @@ class ServiceConfig:
     state_dir: Path
     control_socket: Path
     auto_rejoin: bool
+    # Period of the `dbha check` rounds when cron runs them instead of `dbha run`
+    # (docs/operations.md): the self-fence deadline a cron round decides with grows by it.
+    cron_period_ms: int = DEFAULT_CRON_PERIOD_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +185,7 @@ class DatabaseConfig:
     password_file: Path | None
     connect_timeout_ms: int
     statement_timeout_ms: int
+    probe_interval_ms: int  # the local probe's cadence (its own, not the tick's)
     # How dbha acts on the server beyond SQL (follow, rejoin, hard fence).
     data_directory: Path | None  # required for PostgreSQL
     bin_directory: Path  # PostgreSQL's programs (pg_ctl, pg_rewind, pg_basebackup)
@@ -241,6 +248,7 @@ class FenceConfig:
     self_fence_deadline_ms: int
     command: tuple[str, ...] | None
     command_timeout_ms: int
+    watchdog_device: Path | None = None  # the lease keeper pets it (dbha.keeper)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +257,7 @@ class VipConfig:
     interface: str
     arp_count: int
     arp_interval_ms: int
+    arp_probe_ms: int = DEFAULT_ARP_PROBE_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +409,7 @@ def _service(t: Table) -> ServiceConfig:
         state_dir=t.get("state_dir", absolute_path, DEFAULT_STATE_ROOT / sid),
         control_socket=t.get("control_socket", socket_path, DEFAULT_RUN_DIR / f"{sid}.sock"),
         auto_rejoin=t.get("auto_rejoin", boolean, DEFAULT_AUTO_REJOIN),
+        cron_period_ms=t.get("cron_period_ms", integer(10_000, 86_400_000), DEFAULT_CRON_PERIOD_MS),
     )
     t.finish()
     return cfg
@@ -438,6 +448,9 @@ def _database(t: Table) -> DatabaseConfig:
         ),
         statement_timeout_ms=t.get(
             "statement_timeout_ms", integer(100, 600_000), DEFAULT_STATEMENT_TIMEOUT_MS
+        ),
+        probe_interval_ms=t.get(
+            "probe_interval_ms", integer(10, 60_000), DEFAULT_PROBE_INTERVAL_MS
         ),
         data_directory=t.opt("data_directory", absolute_path),
         bin_directory=t.get("bin_directory", absolute_path, DEFAULT_PG_BIN),
@@ -506,6 +519,7 @@ def _fence(t: Table) -> FenceConfig:
         command_timeout_ms=t.get(
             "command_timeout_ms", integer(100, 600_000), DEFAULT_FENCE_COMMAND_TIMEOUT_MS
         ),
+        watchdog_device=t.opt("watchdog_device", absolute_path),
     )
     t.finish()
     return cfg
@@ -517,6 +531,7 @@ def _vip(t: Table) -> VipConfig:
         interface=t.need("interface", string(*_IFNAME), ""),
         arp_count=t.get("arp_count", integer(1, 100), DEFAULT_ARP_COUNT),
         arp_interval_ms=t.get("arp_interval_ms", integer(10, 10_000), DEFAULT_ARP_INTERVAL_MS),
+        arp_probe_ms=t.get("arp_probe_ms", integer(10, 10_000), DEFAULT_ARP_PROBE_MS),
     )
     t.finish()
     return cfg
@@ -613,7 +628,7 @@ def summary(cfg: Config) -> str:
         f"peer {cfg.peer.name} ({', '.join(map(str, cfg.peer.addresses))})",
         f"database     {where}, user {db.user}, database {db.dbname}, {password}",
         f"             timeouts: connect {db.connect_timeout_ms} ms, "
-        f"statement {db.statement_timeout_ms} ms",
+        f"statement {db.statement_timeout_ms} ms; probed every {db.probe_interval_ms} ms",
         f"heartbeat    every {hb.interval_ms} ms; a path is down after {hb.misses} misses "
         f"({hb.peer_silent_after_ms} ms), up after {hb.rise} beats",
         f"             key from {hb.key_file}",
@@ -624,6 +639,7 @@ def summary(cfg: Config) -> str:
         f"safety       {', '.join(map(str, cfg.safety.targets))}; "
         f"timeout {cfg.safety.timeout_ms} ms",
         f"fence        self-fence deadline {fence.self_fence_deadline_ms} ms; command {command}",
+        *([f"             watchdog {fence.watchdog_device}"] if fence.watchdog_device else []),
         f"vip          {vip.address} on {vip.interface}; {vip.arp_count} gratuitous ARPs "
         f"{vip.arp_interval_ms} ms apart",
         f"replication  {mode}; max lag to promote {bound}, {rep.max_lag_seconds:g} s",

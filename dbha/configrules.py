@@ -307,6 +307,9 @@ def _file_findings(cfg: Config) -> list[tuple[str, bool]]:
         why = _program_problem(program)
         if why:
             found.append((problem(key, program, why), why == _MISSING))
+    device = cfg.fence.watchdog_device
+    if device is not None and (why := _device_problem(device)):
+        found.append((problem("fence.watchdog_device", str(device), why), why == _MISSING))
     return found
 
 
@@ -340,6 +343,17 @@ def _secret_problem(path: Path, min_size: int) -> str | None:
         )
     if not os.access(path, os.R_OK):
         return f"cannot be read by this user (uid {os.getuid()})"
+    return None
+
+
+def _device_problem(path: Path) -> str | None:
+    st, why = _stat(path)
+    if st is None:
+        return why
+    if not stat.S_ISCHR(st.st_mode):
+        return "is not a character device (a watchdog device such as /dev/watchdog)"
+    if not os.access(path, os.W_OK):
+        return f"cannot be written by this user (uid {os.getuid()})"
     return None
 
 

@@ -73,6 +73,8 @@ class PathConfig:
 # Send times of our own rounds kept for matching the peer's echo (a few seconds'
 # worth at any sane interval; an older echo means the peer hears nothing new).
 SENT_TIMES_KEPT = 512
+# The receiver's longest wait for a datagram before it looks at the clock (seconds).
+RECV_IDLE_WAIT = 0.25
 
 
 @dataclass(frozen=True)
@@ -381,8 +383,10 @@ class HeartbeatService:
 
     def _recv_loop(self) -> None:
         # Bounds stop() latency and how late a path_down event is queued when no
-        # datagram wakes us; snapshot() catches up with the clock on its own.
-        tick = min(0.1, self.interval / 2)
+        # datagram wakes us; snapshot() catches up with the clock on its own (the
+        # supervisor takes one every tick). Longer than the beat interval, so that
+        # a healthy peer's beats are the only wake-ups: each costs CPU when idle.
+        tick = RECV_IDLE_WAIT
         with selectors.DefaultSelector() as sel:
             for name, sock in self._socks.items():
                 sel.register(sock, selectors.EVENT_READ, name)

@@ -9,28 +9,232 @@ starved, or died), the keeper removes the VIP and hard-fences the database
 on its own: the peer may promote itself once the lease is over, and this
 node must not be writable then.
 
-Guarantee and limits: the keeper reacts within ``TICK`` of the lease's end
-plus the time the fence takes (bounded by the config's deadline). It cannot
-help if the whole host is frozen (then the host is not writable either) or
-if the keeper itself is killed; a Linux watchdog device, where one exists,
-would cover the second case (not used yet: the machines this is tested on
-have none).
+Guarantee and limits: while a lease runs, the keeper sleeps until its end and
+then reads the renewals that came meanwhile (a renewal only moves the end
+later, so nothing on the input needs it sooner: one wake-up per lease, not per
+tick); without a lease it wakes for the first line. It reacts at the lease's
+end, plus the time the fence takes (bounded by the config's deadline). It cannot help if the
+whole host is frozen (then the host is not writable either), if it is killed,
+or if the fence itself fails: a Linux watchdog device covers those cases.
+
+The watchdog (``[fence] watchdog_device``, optional; e.g. ``/dev/watchdog``):
+the keeper opens the device, sets its timeout to ``watchdog_timeout(D)``
+seconds (``max(1, floor((1 - LEASE_FRACTION) * D))`` for the self-fence
+deadline ``D``: the share of ``D`` a lease leaves between its end and the
+earliest moment the peer may promote, never under the 1 s the device counts
+in) and pets it every quarter of that, but only while this node is not
+primary or its lease is valid. When a lease ends, the keeper fences; if the
+fence does not confirm, it never pets again, and the device resets the host
+at most the timeout after the last pet, which was at or before the lease's
+end. A keeper that hangs or is killed stops petting too (closing the device
+without the magic character does not stop it). ``QUIT`` (the supervisor's
+clean stop), or the supervisor's exit while no lease is running, closes the
+device with the magic close ('V'), which disarms it (unless the driver was
+built with nowayout); after a failed fence it is never disarmed.
+
+What that guarantees: a node whose lease ended is not writable later than the
+lease's end plus the timeout, even when its keeper or its fence fails. With a
+deadline ``D`` of at least ``1 / (1 - LEASE_FRACTION)`` (6.7 s) the reset
+comes before the peer may promote; with a shorter ``D`` (the default is 1 s)
+the device cannot count fast enough and the reset may come up to
+``timeout - (1 - LEASE_FRACTION) * D`` after it (0.85 s at the defaults): the
+watchdog then bounds the overlap, it does not prevent it. A fence slower than
+the timeout ends in a reset as well. A keeper starved of CPU for the timeout
+resets a healthy host: that is the price of any watchdog.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import logging
+import math
 import os
 import select
+import signal
+import struct
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
 
 from dbha import config
+from dbha.decide.base import LEASE_FRACTION
 from dbha.errors import DbhaError
 
-TICK = 0.02
+IDLE_WAIT = 1.0  # seconds between looks at the clock when nothing is due
+PETS_PER_TIMEOUT = 4
 log = logging.getLogger("dbha.keeper")
+
+# Linux watchdog ioctls (linux/watchdog.h): _IOR('W', 5, int), _IOWR('W', 6, int).
+WDIOC_KEEPALIVE = 0x80045705
+WDIOC_SETTIMEOUT = 0xC0045706
+
+
+class WatchdogError(DbhaError):
+    """The watchdog device could not be opened, set or petted."""
+
+
+class WatchdogDevice(Protocol):
+    """The three operations the keeper needs of a watchdog device."""
+
+    def set_timeout(self, seconds: int) -> int:
+        """Ask for ``seconds``; return the timeout the device took. Raises WatchdogError."""
+        ...
+
+    def keepalive(self) -> None:
+        """Restart the device's countdown. Raises WatchdogError."""
+        ...
+
+    def close(self, disarm: bool) -> None:
+        """Close it; ``disarm`` writes the magic 'V' first (stops the countdown).
+        Never raises."""
+        ...
+
+
+class LinuxWatchdog:
+    """A ``/dev/watchdog``-style device: opening it arms it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise WatchdogError(f"cannot open {path}: {exc.strerror or exc}") from exc
+
+    def set_timeout(self, seconds: int) -> int:
+        try:
+            got = fcntl.ioctl(self._fd, WDIOC_SETTIMEOUT, struct.pack("=i", seconds))
+        except OSError as exc:
+            raise WatchdogError(f"{self.path}: cannot set the timeout: {exc.strerror}") from exc
+        return int(struct.unpack("=i", got)[0])
+
+    def keepalive(self) -> None:
+        try:
+            fcntl.ioctl(self._fd, WDIOC_KEEPALIVE, struct.pack("=i", 0))
+        except OSError as exc:
+            raise WatchdogError(f"{self.path}: cannot pet: {exc.strerror}") from exc
+
+    def close(self, disarm: bool) -> None:
+        try:
+            if disarm:
+                os.write(self._fd, b"V")
+        except OSError as exc:
+            log.error("keeper: %s: magic close failed: %s", self.path, exc.strerror)
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+
+
+def watchdog_timeout(deadline_s: float) -> int:
+    """The device timeout (whole seconds) for self-fence deadline ``deadline_s``."""
+    return max(1, math.floor((1 - LEASE_FRACTION) * deadline_s))
+
+
+class Watchdog:
+    """When to pet a device. Pets at most every ``timeout / PETS_PER_TIMEOUT``;
+    once ``stop`` was called it never pets again and is never disarmed."""
+
+    def __init__(self, device: WatchdogDevice, timeout_s: int) -> None:
+        self.device = device
+        self.timeout = device.set_timeout(timeout_s)
+        if self.timeout < 1:
+            raise WatchdogError(f"the device took a timeout of {self.timeout} s")
+        self.every = self.timeout / PETS_PER_TIMEOUT
+        self.next_pet = -math.inf
+        self.stopped = False
+
+    def tend(self, now: float) -> float | None:
+        """Pet if due; seconds until the next pet is due (None: stopped)."""
+        if self.stopped:
+            return None
+        if now >= self.next_pet:
+            self.device.keepalive()
+            self.next_pet = now + self.every
+        return self.next_pet - now
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def close(self, disarm: bool) -> None:
+        self.device.close(disarm=disarm and not self.stopped)
+
+
+class Keeper:
+    """The keeper's rules without its I/O: lease lines in; fence, watchdog and
+    reports out. ``fence`` returns what failed (empty: all done)."""
+
+    def __init__(
+        self,
+        fence: Callable[[], list[str]],
+        watchdog: Watchdog | None = None,
+        report: Callable[[str], None] = print,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.fence, self.watchdog, self.report, self.clock = fence, watchdog, report, clock
+        self.lease: float | None = None
+        self.expirations = 0  # leases that ended without renewal
+
+    def line(self, raw: bytes) -> bool:
+        """Take one input line; False on ``QUIT``."""
+        words = raw.decode("ascii", "replace").split()
+        if words == ["QUIT"]:
+            return False
+        if words == ["NONE"]:
+            self.lease = None
+        elif len(words) == 2 and words[0] == "LEASE":
+            try:
+                lease = float(words[1])
+            except ValueError:
+                lease = math.nan
+            if math.isfinite(lease):
+                self.lease = lease
+            else:
+                log.error("keeper: bad line %r", raw[:80])
+        elif words:
+            log.error("keeper: bad line %r", raw[:80])
+        return True
+
+    def step(self, now: float) -> float:
+        """Act on the time ``now``: fence after an unrenewed lease, pet the watchdog
+        while allowed. Returns how long the caller may wait before the next step."""
+        lease = self.lease
+        if lease is not None and now >= lease:
+            self.lease = None
+            self.expirations += 1
+            failed = self.fence()
+            msg = f"lease ended {(now - lease) * 1000:.0f} ms ago without renewal: fenced" + (
+                f" with failures: {'; '.join(failed)}" if failed else ""
+            )
+            if failed and self.watchdog is not None:
+                self.watchdog.stop()
+                msg += (
+                    "; the watchdog is no longer petted: the host resets within "
+                    f"{self.watchdog.timeout} s"
+                )
+            self.report(f"EXPIRED {msg}")
+            log.error("keeper: %s", msg)
+            now = self.clock()  # the fence took time
+        wait = IDLE_WAIT if self.lease is None else self.lease - now
+        if self.watchdog is not None:
+            try:
+                pet = self.watchdog.tend(now)
+            except WatchdogError as exc:
+                # Left alone, the device resets the host: the safe way to fail.
+                self.watchdog.stop()
+                self.report(f"WATCHDOG {exc}: no longer petted")
+                log.error("keeper: %s: the watchdog is no longer petted", exc)
+                pet = None
+            if pet is not None:
+                wait = min(wait, pet)
+        return max(0.0, min(wait, IDLE_WAIT))
+
+    def close(self, disarm: bool) -> None:
+        """Leave; ``disarm`` the watchdog (never after a failed fence)."""
+        if self.watchdog is not None:
+            self.watchdog.close(disarm)
 
 
 def fence_now(cfg: config.Config) -> list[str]:
@@ -50,49 +254,79 @@ def fence_now(cfg: config.Config) -> list[str]:
     return failed
 
 
-def serve(cfg: config.Config, stdin: int, out: object = sys.stdout) -> int:
-    lease: float | None = None
+def serve(
+    cfg: config.Config, stdin: int, out: object = sys.stdout, watchdog: Watchdog | None = None
+) -> int:
+    """Run the keeper on ``stdin`` until QUIT (0), or until the supervisor is gone
+    (end of input, or SIGTERM) and no lease runs any more (0; 1 if a lease ran out
+    after that). The watchdog is disarmed on the way out unless a fence failed or
+    the keeper itself failed."""
+
+    def report(text: str) -> None:
+        print(text, file=out, flush=True)  # type: ignore[call-overload]
+
+    keeper = Keeper(lambda: fence_now(cfg), watchdog, report)
+    try:
+        code = _loop(keeper, stdin)
+    except BaseException:
+        keeper.close(disarm=False)  # a broken keeper must not switch the watchdog off
+        raise
+    keeper.close(disarm=True)
+    return code
+
+
+# Set by SIGTERM: stop reading, enforce the lease that runs, then leave.
+_terminated = False
+
+
+def _on_term(_sig: int, _frame: object) -> None:
+    global _terminated
+    _terminated = True
+
+
+def _loop(keeper: Keeper, stdin: int) -> int:
     eof = False
+    expired_before_eof = 0
     buf = b""
     while True:
-        now = time.monotonic()
-        if lease is not None and now >= lease:
-            late = now - lease
-            failed = fence_now(cfg)
-            msg = f"lease ended {late * 1000:.0f} ms ago without renewal: fenced" + (
-                f" with failures: {'; '.join(failed)}" if failed else ""
-            )
-            print(f"EXPIRED {msg}", file=out, flush=True)  # type: ignore[call-overload]
-            log.error("keeper: %s", msg)
-            lease = None
-            if eof:
-                return 1
-        if eof and lease is None:
-            return 0
-        wait = TICK if lease is None else max(0.0, min(TICK, lease - now))
-        if eof:
+        if not eof:
+            got, buf = _drain(keeper, stdin, buf)
+            if got == "quit":
+                return 0
+            if got == "eof":
+                eof = True  # the supervisor is gone: keep enforcing the lease it gave
+                expired_before_eof = keeper.expirations
+        wait = keeper.step(time.monotonic())
+        if not eof and _terminated:
+            eof, expired_before_eof = True, keeper.expirations
+        if eof and keeper.lease is None:
+            return 1 if keeper.expirations > expired_before_eof else 0
+        if eof or keeper.lease is not None:
+            # A running lease needs no prompt reading: a renewal only moves its end
+            # later (the evidence behind the current end stays true), and NONE or
+            # QUIT can wait. Sleep until the step is due, then read what came
+            # meanwhile before judging the lease: one wake-up per lease, not one
+            # per line the supervisor writes.
             time.sleep(wait)
-            continue
-        ready, _, _ = select.select([stdin], [], [], wait)
+        else:
+            select.select([stdin], [], [], wait)  # no lease: wake for the first line
+
+
+def _drain(keeper: Keeper, stdin: int, buf: bytes) -> tuple[str, bytes]:
+    """Read every line waiting on ``stdin`` without blocking: "quit", "eof" or "ok"."""
+    for _ in range(256):  # bounded: a flood must not keep the keeper from its lease
+        ready, _, _ = select.select([stdin], [], [], 0)
         if not ready:
-            continue
+            break
         chunk = _read(stdin)
         if not chunk:
-            eof = True  # the supervisor is gone: keep enforcing the lease it gave
-            continue
+            return "eof", buf
         buf += chunk
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
-            words = line.decode("ascii", "replace").split()
-            if words == ["QUIT"]:
-                return 0
-            if words == ["NONE"]:
-                lease = None
-            elif len(words) == 2 and words[0] == "LEASE":
-                try:
-                    lease = float(words[1])
-                except ValueError:
-                    log.error("keeper: bad line %r", line[:80])
+            if not keeper.line(line):
+                return "quit", buf
+    return "ok", buf[-4096:]  # a line longer than this is junk anyway
 
 
 def _read(fd: int) -> bytes:
@@ -102,6 +336,23 @@ def _read(fd: int) -> bytes:
         return b""
 
 
+def open_watchdog(cfg: config.Config) -> Watchdog | None:
+    """The configured watchdog, armed with its timeout (None: none configured)."""
+    path = cfg.fence.watchdog_device
+    if path is None:
+        return None
+    device = LinuxWatchdog(path)
+    want = watchdog_timeout(cfg.fence.self_fence_deadline_ms / 1000)
+    try:
+        dog = Watchdog(device, want)
+    except WatchdogError:
+        device.close(disarm=True)
+        raise
+    if dog.timeout != want:
+        log.warning("keeper: %s took a timeout of %d s (asked for %d s)", path, dog.timeout, want)
+    return dog
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dbha.keeper")
     ap.add_argument("-c", "--config", required=True)
@@ -109,11 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     try:
         cfg = config.load(args.config)
+        watchdog = open_watchdog(cfg)
     except DbhaError as exc:
         print(f"keeper: {exc}", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, _on_term)
     print("READY", flush=True)
-    return serve(cfg, sys.stdin.fileno())
+    return serve(cfg, sys.stdin.fileno(), watchdog=watchdog)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,7 @@ class NodeState:
     fenced_at: float | None = None  # when we stopped serving; resuming needs news after it
     switching: bool = False  # the handover is a planned switchover
     db_fails: int = 0  # consecutive failed probes of the local database
+    db_failed_at: float | None = None  # Observation.probe_at of the last one counted
     eligible_since: float | None = None  # replica: announcing itself eligible since then
     clear_pos: Position | None = None  # primary with a mark: covered by the replica -> clear
     safety_asked_at: float | None = None  # last RunSafetyCheck request
@@ -211,6 +212,10 @@ class Observation(NamedTuple):
       the self-fence deadline would be enforced even if this loop hung.
     - ``covers``: the engine's position comparison (``DatabaseDriver.covers``).
     - ``wall``: wall-clock time, only recorded (``last_failover``), never decided on.
+    - ``probe_at``: when ``local`` was taken (local clock). The database is probed
+      at its own cadence, often rarer than ticks: a failed probe counts once,
+      however many observations carry it. None: ``local`` is a new probe (every
+      observation is one, as in the simulation and the unit tests).
     """
 
     now: float
@@ -225,6 +230,7 @@ class Observation(NamedTuple):
     request: Request | None = None
     covers: Callable[[Position, Position], bool] = _no_cover
     wall: float = 0.0
+    probe_at: float | None = None
 
 
 # -------------------------------------------------------------------- actions

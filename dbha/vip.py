@@ -2,9 +2,11 @@
 
 :class:`Vip` is the driver: one netlink socket (pyroute2 ``IPRoute``) and one
 :class:`~dbha.garp.Garp`, both opened when the supervisor starts, inside the
-node's namespace. Every verb is idempotent, checks the result by reading the
-interface's addresses back, and raises only :class:`VipError` (or its
-:class:`VipConflict`): pyroute2's NetlinkError and OSError are mapped here.
+node's namespace (plus :class:`~dbha.ifaddr.AddrReader`, a plain netlink
+socket that answers ``holds_vip`` cheaply every tick). Every verb is
+idempotent, checks the result by reading the interface's addresses back, and
+raises only :class:`VipError` (or its :class:`VipConflict`): pyroute2's
+NetlinkError and OSError are mapped here.
 
 Adding is: ARP probe for the address (duplicate address detection) and
 refuse if another MAC answers; add; verify; announce with gratuitous ARP.
@@ -27,6 +29,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from dbha.config import VipConfig
 from dbha.errors import DbhaError
 from dbha.garp import Announcement, ArpError, Garp
+from dbha.ifaddr import AddrError, AddrReader
 
 DEFAULT_PROBE_TIMEOUT = 0.2  # seconds a DAD probe listens; a LAN answers within a millisecond
 
@@ -125,9 +128,16 @@ class Vip:
             raise VipError(f"cannot open netlink: {_netlink_detail(exc)}") from exc
         try:
             self._index = self._lookup()
+            # holds_vip() runs every tick: a plain netlink dump, not pyroute2's.
+            self._addrs = AddrReader(self._index)
+        except (VipError, AddrError) as exc:
+            self._ipr.close()
+            raise VipError(str(exc)) from exc
+        try:
             self._own_garp = garp is None
             self.garp = garp if garp is not None else Garp(interface)
-        except (VipError, ArpError) as exc:
+        except ArpError as exc:
+            self._addrs.close()
             self._ipr.close()
             raise VipError(str(exc)) from exc
 
@@ -139,11 +149,13 @@ class Vip:
             arp_count=cfg.arp_count,
             arp_interval_ms=cfg.arp_interval_ms,
             garp=garp,
+            probe_timeout=cfg.arp_probe_ms / 1000.0,
         )
 
     def close(self) -> None:
         with self._lock:
             self._ipr.close()
+            self._addrs.close()
             if self._own_garp:
                 self.garp.close()
 
@@ -166,12 +178,9 @@ class Vip:
 
     def _present(self) -> bool:
         try:
-            addrs = self._ipr.get_addr(index=self._index, family=2)
-        except (NetlinkError, OSError) as exc:
-            raise VipError(
-                f"cannot read the addresses of {self.interface}: {_netlink_detail(exc)}"
-            ) from exc
-        return any(a.get("IFA_ADDRESS") == self.ip for a in addrs)
+            return self.ip in self._addrs.addresses()
+        except AddrError as exc:
+            raise VipError(f"cannot read the addresses of {self.interface}: {exc}") from exc
 
     def _change(self, verb: str) -> None:
         try:

@@ -87,6 +87,7 @@ __all__ = [
     "LEASE_FRACTION",
     "PROBE_FALL",
     "QUIET_INTERVALS",
+    "SAFETY_NOTE",
     "Params",
     "announce",
     "decide",
@@ -94,6 +95,9 @@ __all__ = [
     "lease_until",
     "params",
 ]
+
+# Added to a decision's reason when the core also asks for a safety check.
+SAFETY_NOTE = "; peer quiet: safety check"
 
 # ------------------------------------------------------------------- decide
 
@@ -103,18 +107,25 @@ def decide(state: NodeState, obs: Observation, cfg: Config) -> Decision:
     p = params(cfg)
     if not state.started:
         return _startup(state, obs)
-    # Bookkeeping that every rule below sees: probe failures, eligibility.
-    fails = 0 if obs.local.reachable else state.db_fails + 1
+    # Bookkeeping that every rule below sees: probe failures, eligibility. A failed
+    # probe counts once, however many ticks see it (probes may be rarer than ticks).
+    fails, failed_at = state.db_fails, state.db_failed_at
+    if obs.local.reachable:
+        fails = 0
+    elif obs.probe_at is None or obs.probe_at != failed_at:
+        fails, failed_at = fails + 1, obs.probe_at
     elig = eligible(state, obs)
     dead = _dead_since(state, obs)
     if (
         fails != state.db_fails
+        or failed_at != state.db_failed_at
         or elig != (state.eligible_since is not None)
         or dead != state.dead_since
     ):
         state = replace(
             state,
             db_fails=fails,
+            db_failed_at=failed_at,
             dead_since=dead,
             eligible_since=(
                 (obs.now if state.eligible_since is None else state.eligible_since)
@@ -150,7 +161,7 @@ def decide(state: NodeState, obs: Observation, cfg: Config) -> Decision:
             replace(nxt, safety_asked_at=obs.now),
             (RUN_SAFETY_CHECK, *d.actions),  # first: a later failure must not skip it
             d.rule,
-            d.reason + "; peer quiet: safety check",
+            d.reason + SAFETY_NOTE,
             d.lease_until,
             d.answer,
         )

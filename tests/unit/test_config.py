@@ -237,7 +237,7 @@ def test_defaults_fill_every_optional_key() -> None:
     assert cfg.fence == config.FenceConfig(
         config.DEFAULT_SELF_FENCE_DEADLINE_MS, None, config.DEFAULT_FENCE_COMMAND_TIMEOUT_MS
     )
-    assert (cfg.vip.arp_count, cfg.vip.arp_interval_ms) == (3, 200)
+    assert (cfg.vip.arp_count, cfg.vip.arp_interval_ms, cfg.vip.arp_probe_ms) == (3, 200, 200)
     assert cfg.replication == config.ReplicationConfig("async", "strict", 1024 * 1024, 100, 10.0)
     assert cfg.arbiter is None
     assert cfg.hooks == config.HooksConfig((), config.DEFAULT_HOOK_TIMEOUT_MS)
@@ -410,6 +410,7 @@ MISTAKES: list[tuple[str, Any, str]] = [
     ("vip.interface", "eth0 x", 'vip.interface = "eth0 x": must be a network interface name'),
     ("vip.arp_count", 0, "vip.arp_count = 0: must be between 1 and 100"),
     ("vip.arp_interval_ms", "1s", 'vip.arp_interval_ms = "1s": must be an integer'),
+    ("vip.arp_probe_ms", 5, "vip.arp_probe_ms = 5: must be between 10 and 10000"),
     ("safety.timeout_ms", 0, "safety.timeout_ms = 0: must be between 10 and 10000"),
     ("safety.target[0].kind", "udp", 'safety.target[0].kind = "udp": must be one of "icmp", "tcp"'),
     ("safety.target[0].host", "gw.example", 'safety.target[0].host = "gw.example": must be an IP'),
