@@ -73,6 +73,11 @@ def _load(path: str) -> Any:
         sys.exit(2)
 
 
+# How long the CLI waits for a request that acts (a resync may copy the whole
+# database: the supervisor bounds it by its rejoin budget, 600 s).
+ACTING_REQUEST_TIMEOUT = 660.0
+
+
 def _ask(cfg: Any, request: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
     from dbha.control import ControlError, local_request
 
@@ -110,6 +115,27 @@ def run_cmd(path: str, json_log: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     sys.exit(run(cfg, json_log=json_log))
+
+
+@main.command("check")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of one line.")
+@click.option(
+    "--report-only", is_flag=True, help="Observe and decide, but change nothing and write nothing."
+)
+def check_cmd(path: str, as_json: bool, report_only: bool) -> None:
+    """One supervision round for cron or a monitoring system (exit 0 OK, 1 WARNING,
+    2 CRITICAL). With a supervisor running, it only reports what that supervisor sees;
+    without one, it observes, decides and acts as one tick would (docs/operations.md)."""
+    import json
+    import logging
+
+    from dbha.cronround import check
+
+    logging.basicConfig(level=logging.WARNING, format="dbha check: %(levelname)s %(message)s")
+    result = check(path, act=not report_only)
+    click.echo(json.dumps(result.as_dict(), default=str) if as_json else result.line)
+    sys.exit(int(result.status))
 
 
 @main.command("status")
@@ -163,7 +189,7 @@ def maintenance_cmd(mode: str, path: str) -> None:
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
 def switchover_cmd(path: str) -> None:
     """Planned switchover, run on the primary: give the role to the peer, losing nothing."""
-    _answer(_ask(_load(path), {"cmd": "switchover"}))
+    _answer(_ask(_load(path), {"cmd": "switchover"}, timeout=ACTING_REQUEST_TIMEOUT))
 
 
 @main.command("failover")
@@ -176,14 +202,20 @@ def failover_cmd(path: str, to: str, force: bool) -> None:
     if to != cfg.node.name:
         click.echo(f"dbha: run this on {to}: this is {cfg.node.name}", err=True)
         sys.exit(2)
-    _answer(_ask(cfg, {"cmd": "failover", "force": force}))
+    _answer(_ask(cfg, {"cmd": "failover", "force": force}, timeout=ACTING_REQUEST_TIMEOUT))
 
 
 @main.command("resync")
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
-def resync_cmd(path: str) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="MySQL/MariaDB: a node holding transactions the peer lacks keeps them aside "
+    "and is re-cloned (without --force it is refused and stays fenced).",
+)
+def resync_cmd(path: str, force: bool) -> None:
     """Rejoin the local node as a replica of the peer."""
-    _answer(_ask(_load(path), {"cmd": "resync"}))
+    _answer(_ask(_load(path), {"cmd": "resync", "force": force}, timeout=ACTING_REQUEST_TIMEOUT))
 
 
 # ------------------------------------------------------------------------ lab
