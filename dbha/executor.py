@@ -107,12 +107,16 @@ class Executor:
         self.parts = parts
         self.t = timeouts
 
-    def run(self, actions: tuple[Action, ...]) -> Outcome:
+    def run(self, actions: tuple[Action, ...], deadline: float | None = None) -> Outcome:
+        """Run ``actions`` in order until one fails. With ``deadline`` (monotonic), no
+        action runs or retries past it: a serving primary's loop must come back to
+        renew its lease before the lease keeper fences it; what failed is tried again
+        at the next tick."""
         persisted: NodeState | None = None
         for i, action in enumerate(actions):
             started = time.monotonic()
             try:
-                self._run_one(action)
+                self._run_one(action, None if deadline is None else deadline - started)
             except DbhaError as exc:
                 if action.best_effort:
                     log.warning("%s failed (best effort, going on): %s", _name(action), exc)
@@ -121,7 +125,9 @@ class Executor:
                 return Outcome(False, i, action, str(exc), persisted)
             if isinstance(action, PersistState):
                 persisted = action.state
-            if not isinstance(action, Notify):
+            if isinstance(action, RunSafetyCheck):  # asked for every few ticks while quiet
+                log.debug("%s done in %.3fs", _name(action), time.monotonic() - started)
+            elif not isinstance(action, Notify):
                 log.info("%s done in %.3fs", _name(action), time.monotonic() - started)
         return Outcome(True, len(actions), persisted=persisted)
 
@@ -141,8 +147,12 @@ class Executor:
             case _:
                 return t.db
 
-    def _run_one(self, action: Action) -> None:
+    def _run_one(self, action: Action, left: float | None = None) -> None:
         budget = self._budget(action)
+        if left is not None:
+            if left <= 0:
+                raise DbhaError(f"{_name(action)}: no time left before the lease must be renewed")
+            budget = min(budget, left)
         if not isinstance(action, _RETRIED):
             self._act(action, budget)
             return

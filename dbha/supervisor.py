@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import queue
 import subprocess
 import sys
@@ -25,8 +26,8 @@ from dbha import state as statefile
 from dbha.checks import CheckRunner
 from dbha.config import Config
 from dbha.control import LocalControlServer, PeerControlServer
-from dbha.db.base import DatabaseDriver, DbError, DbStatus, Role
-from dbha.decide import announce, decide
+from dbha.db.base import DatabaseDriver, DbStatus, Role
+from dbha.decide import SAFETY_NOTE, announce, decide, lease_until, params
 from dbha.drivers import local_driver, upstream
 from dbha.errors import DbhaError
 from dbha.executor import Executor, Parts, Timeouts
@@ -35,12 +36,20 @@ from dbha.hooks import Event, HookRunner
 from dbha.model import (
     Announce,
     Decision,
+    Fence,
+    Follow,
+    NodeRole,
     NodeState,
     Observation,
     PeerView,
+    Promote,
+    Rejoin,
     Request,
     RequestKind,
+    RunSafetyCheck,
     SafetyView,
+    SetSynchronous,
+    Unfence,
     Verdict,
 )
 from dbha.safety import SafetyCheck
@@ -51,20 +60,61 @@ log = logging.getLogger("dbha")
 SAFETY_ARMED_FOR = 2.0
 # Safety checks in flight at once while the peer is silent (see _safety_loop).
 SAFETY_IN_FLIGHT = 3
+# Actions after which the local database's status must be probed again at once.
+_CHANGES_DB = (Fence, Unfence, Promote, Follow, Rejoin, SetSynchronous)
+# Roles that serve writes under a lease.
+SERVING_ROLES = (NodeRole.PRIMARY, NodeRole.PROMOTING)
+# A serving node's actions stop this long before its lease ends (seconds).
+LEASE_MARGIN = 0.1
+# An operator's request must be taken by the loop within this (seconds).
+REQUEST_TAKEN_WITHIN = 10.0
+# An alert that stays on is logged again this often (seconds).
+ALERT_REPEAT = 30.0
+# Events an operator must see: logged as warnings.
+_LOUD_EVENTS = frozenset(
+    {
+        "path_down",
+        "peer_silent",
+        "heartbeats_broken",
+        "fenced",
+        "failover_refused",
+        "resync_needed",
+        "sync_fallback",
+        "check_failed",
+    }
+)
 
 
 @dataclass
 class _Pending:
     request: Request
+    taken: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    ok: bool = False
     answer: str | None = None
 
 
 class DbObserver:
-    """Probes the local database on its own thread; ``latest`` never blocks."""
+    """Probes the local database on its own thread, one probe every ``every``
+    seconds (``database.probe_interval_ms``: a cadence of its own, usually rarer
+    than ticks); ``latest`` never blocks.
 
-    def __init__(self, driver: DatabaseDriver, every: float, timeout: float) -> None:
+    Each answer is stamped with the time it arrived (``Observation.probe_at``), so
+    the core counts a failed probe once however many ticks see it. When no answer
+    has come for longer than a probe may take (``timeout`` plus three intervals),
+    ``latest_probe`` says the database is unreachable itself, stamped anew each
+    interval that passes without an answer: a probe that never returns still
+    counts as one more failed probe per interval.
+    """
+
+    def __init__(
+        self, driver: DatabaseDriver, every: float, timeout: float, retry_every: float | None = None
+    ) -> None:
         self.driver, self.every, self.timeout = driver, every, timeout
+        # After a failed probe the next comes this soon (the tick interval): a dead
+        # database is noticed in PROBE_FALL quick probes, not PROBE_FALL intervals;
+        # and a probe that does not answer is counted on this cadence too.
+        self.retry_every = every if retry_every is None else min(every, retry_every)
         self._latest: tuple[DbStatus, float] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -84,20 +134,32 @@ class DbObserver:
 
     def latest(self, now: float) -> DbStatus | None:
         """The newest probe, or an unreachable status if probes stopped answering."""
+        got = self.latest_probe(now)
+        return None if got is None else got[0]
+
+    def latest_probe(self, now: float) -> tuple[DbStatus, float] | None:
+        """``latest`` with the time the probe was taken (see the class)."""
         with self._lock:
             got = self._latest
         if got is None:
             return None
-        st, at = got
-        if now - at > self.timeout + 3 * self.every:
-            return DbStatus.unreachable(f"no probe answer for {now - at:.1f}s")
-        return st
+        at = got[1]
+        late = now - at
+        step = self.retry_every
+        if late > self.timeout + 3 * step:
+            missed = at + step * math.floor(late / step)
+            return DbStatus.unreachable(f"no probe answer for {late:.1f}s"), missed
+        return got
+
+    def next_wait(self, st: DbStatus) -> float:
+        """How long after a probe with status ``st`` the next one starts."""
+        return self.every if st.reachable else self.retry_every
 
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.probe_once()
-            self._stop.wait(max(0.0, self.every - (time.monotonic() - started)))
+            st = self.probe_once()
+            self._stop.wait(max(0.0, self.next_wait(st) - (time.monotonic() - started)))
 
 
 class Supervisor:
@@ -122,7 +184,10 @@ class Supervisor:
             rise=hb.rise,
         )
         self.observer = DbObserver(
-            self.driver, self.interval, cfg.database.statement_timeout_ms / 1000
+            self.driver,
+            cfg.database.probe_interval_ms / 1000,
+            cfg.database.statement_timeout_ms / 1000,
+            retry_every=self.interval,
         )
         self.checks = CheckRunner(cfg.checks)
         self.hooks = HookRunner(cfg.hooks.on_event, cfg.hooks.timeout_ms / 1000)
@@ -140,7 +205,7 @@ class Supervisor:
                 driver=self.driver,
                 vip=self.vip,
                 upstream=upstream(cfg),
-                save_state=lambda s: statefile.save(cfg.service.state_dir, s),
+                save_state=self._save_state,
                 notify=self._notify,
                 start_safety_check=self._start_safety_check,
                 fence_peer=self._fence_peer,
@@ -149,6 +214,8 @@ class Supervisor:
             Timeouts.of(cfg),
         )
         self.state = NodeState()
+        self._saved: tuple[object, ...] | None = None  # persisted fields as last saved
+        self._lease_sent: str | None = None  # the last line the keeper was sent
         self._peer_announced: Announce | None = None
         self.last: Decision | None = None
         self.last_obs: Observation | None = None
@@ -161,15 +228,21 @@ class Supervisor:
         )
         self._ready = False
         self._started_at = time.monotonic()
+        self._alerts: dict[str, tuple[str, float]] = {}  # name -> (text, last logged)
+        self._refusing_since: float | None = None
 
     # -- life cycle -----------------------------------------------------------
 
     def start(self) -> None:
         self._started_at = time.monotonic()
         db = self.observer.probe_once()
+        # Without a state file, a node whose database is a primary (writable or
+        # read-only: a fenced primary, or one configured to start read-only) starts
+        # fenced and resumes only once the peer confirms it has not taken over.
         self.state, found = statefile.load_or_initial(
-            self.cfg.service.state_dir, db.reachable and db.role is Role.PRIMARY and db.writable
+            self.cfg.service.state_dir, db.reachable and db.role is Role.PRIMARY
         )
+        self._saved = _persisted(self.state) if found else None
         log.info(
             "starting: state %s (%s), epoch %d, database %s",
             self.state.role.value,
@@ -201,6 +274,7 @@ class Supervisor:
         for part in (self._local, self._peer_door):
             part.stop()
         self.observer.stop()
+        self.driver.close()
         self.checks.stop()
         self.heartbeat.stop()
         self.hooks.stop()
@@ -228,7 +302,8 @@ class Supervisor:
         now = time.monotonic()
         snap = self.heartbeat.snapshot(now)
         peer = adapt.peer_view(snap)
-        local = self.observer.latest(now) or DbStatus.unreachable("not probed yet")
+        probed = self.observer.latest_probe(now)
+        local, probe_at = probed or (DbStatus.unreachable("not probed yet"), None)
         return Observation(
             now=now,
             local=local,
@@ -241,6 +316,7 @@ class Supervisor:
             request=request,
             covers=self.driver.covers,
             wall=time.time(),
+            probe_at=probe_at,
         )
 
     def _newest_peer_position(self, peer: PeerView) -> Announce | None:
@@ -256,35 +332,81 @@ class Supervisor:
 
     def tick(self) -> Decision:
         pending = self._next_request()
+        if pending is not None:
+            pending.taken.set()
         obs = self.observe(pending.request if pending else None)
         for ev in self.heartbeat.drain_events():
             self._notify(ev.kind.value, ev.path or "")
         d = decide(self.state, obs, self.cfg)
-        out = self.executor.run(d.actions)
+        deadline = None
+        if self.state.role in SERVING_ROLES and d.next_state.role is self.state.role:
+            # Renew before acting (the evidence is this observation's, whatever the
+            # actions take), and keep the actions within the lease: a slow or failing
+            # action must not starve the loop until the keeper fences a healthy node.
+            self._lease(d.lease_until)
+            if d.lease_until is not None:
+                deadline = d.lease_until - LEASE_MARGIN
+        out = self.executor.run(d.actions, deadline)
+        if obs.local.reachable and any(isinstance(a, _CHANGES_DB) for a in d.actions[: out.done]):
+            # Probes may be rarer than ticks: the next decision must see what these
+            # actions did, not the status from before them (it would act again). Not
+            # when the database did not answer: the loop must not wait for it.
+            self.observer.probe_once()
         if out.ok:
             self.state = d.next_state
-            self._lease(d.lease_until)
+            self._persist()
+            lease = d.lease_until
+            if d.actions and self.state.role in SERVING_ROLES:
+                # The actions (a promotion: replay, promote, VIP) took time: the lease
+                # from the evidence gathered meanwhile may reach further.
+                fresh = lease_until(params(self.cfg), self.observe())
+                if fresh is not None and (lease is None or fresh > lease):
+                    lease = fresh
+            self._lease(lease)
         else:
             if out.persisted is not None:
                 self.state = out.persisted
             # The state did not move on; the lease is what the old state allows.
             self._lease(d.lease_until if self.state.role is d.next_state.role else None)
         if pending is not None:
-            pending.answer = d.answer or d.reason
+            # Refused, or accepted but an action failed: the operator is told so.
+            pending.ok = out.ok and d.rule != "request-refused"
+            answer = d.answer or d.reason
+            pending.answer = answer if out.ok else f"{answer}: {out.error}"
             pending.done.set()
         self.heartbeat.update_status(**adapt.beat_fields(announce(self.state, obs)))  # type: ignore[arg-type]
         self._log(d, obs, out.error if not out.ok else "")
+        self._raise_alerts(obs, d)
         self.last, self.last_obs = d, obs
         self._systemd(obs)
         return d
 
     # -- helpers --------------------------------------------------------------
 
+    def _save_state(self, state: NodeState) -> None:
+        statefile.save(self.cfg.service.state_dir, state)
+        self._saved = _persisted(state)
+
+    def _persist(self) -> None:
+        """Save the state when a persisted field changed (role, epoch, needs_resync,
+        maintenance, last failover, sync mark), so a restart resumes from it. The
+        core persists before acting where it must (a promotion's epoch); the rest
+        is saved once its actions succeeded."""
+        if _persisted(self.state) == self._saved:
+            return
+        try:
+            self._save_state(self.state)
+        except DbhaError as exc:
+            log.error("could not save the node state: %s", exc)
+
     def _lease(self, until: float | None, quit_keeper: bool = False) -> None:
         k = self._keeper
         if k is None or k.stdin is None or k.poll() is not None:
             return
         line = "QUIT\n" if quit_keeper else ("NONE\n" if until is None else f"LEASE {until:.6f}\n")
+        if line == self._lease_sent:
+            return  # the keeper has it (a replica's NONE, a lease sent before acting)
+        self._lease_sent = line
         log.debug("lease to keeper at %.3f: %s", time.monotonic(), line.strip())
         try:
             k.stdin.write(line.encode())
@@ -341,7 +463,56 @@ class Supervisor:
             proc.run(list(cmd), timeout=timeout)
 
     def _set_synchronous(self, on: bool, timeout: float) -> None:
-        raise DbError("switching synchronous replication on or off is not supported yet")
+        self.driver.set_synchronous(on, timeout)
+
+    def _raise_alerts(self, obs: Observation, d: Decision) -> None:
+        """Conditions an operator must act on (nothing fails over for them): logged as
+        warnings when they start and every ALERT_REPEAT seconds while they last, with
+        a hook event; shown by ``dbha status``."""
+        now: dict[str, str] = {}
+        peer, safety = obs.peer, obs.safety
+        settled = obs.now - self._started_at > 2 * self.cfg.heartbeat.peer_silent_after_ms / 1000
+        if (
+            settled  # at start the peer is silent until its first beats arrive
+            and peer.silent
+            and safety is not None
+            and safety.verdict is Verdict.PEER_ALIVE_HEARTBEAT_BROKEN
+            and (peer.heard_at is None or safety.at > peer.heard_at)
+        ):
+            now["heartbeats_broken"] = (
+                f"every heartbeat path to {self.cfg.peer.name} is silent but its database "
+                "answers: the heartbeats are broken, not the peer; no failover will happen "
+                "until they work again (check the heartbeat paths, ports and key)"
+            )
+        # The peer is dead, yet this replica does not promote (its data, maintenance,
+        # ...): longer than a failover takes, that needs an operator.
+        refusing = (
+            d.rule == "failover-blocked"
+            and safety is not None
+            and safety.verdict is Verdict.PEER_DEAD
+        )
+        if not refusing:
+            self._refusing_since = None
+        elif self._refusing_since is None:
+            self._refusing_since = obs.now
+        elif obs.now - self._refusing_since > 2 * self.cfg.fence.self_fence_deadline_ms / 1000:
+            now["failover_refused"] = (
+                f"{self.cfg.peer.name} is dead but this node does not take over: "
+                f"{_gist(d)[1]}. An operator who accepts the loss can force it: "
+                f"dbha failover -c {self.cfg.source} --to {self.cfg.node.name} --force"
+            )
+        for name, text in now.items():
+            seen = self._alerts.get(name)
+            if seen is None:
+                self._notify(name, text)  # logged as a warning
+                self._alerts[name] = (text, obs.now)
+            elif obs.now - seen[1] >= ALERT_REPEAT:
+                log.warning("still %s: %s", name, text)
+                self._alerts[name] = (text, obs.now)
+        for name in [n for n in self._alerts if n not in now]:
+            del self._alerts[name]
+            if name == "heartbeats_broken":
+                self._notify("heartbeats_restored", f"{self.cfg.peer.name} is heard again")
 
     def _notify(self, event: str, detail: str) -> None:
         st = self.state
@@ -356,7 +527,8 @@ class Supervisor:
             detail,
         )
         self.hooks.fire(ev)
-        log.info("event %s%s", event, f": {detail}" if detail else "")
+        level = logging.WARNING if event in _LOUD_EVENTS else logging.INFO
+        log.log(level, "event %s%s", event, f": {detail}" if detail else "")
 
     def _next_request(self) -> _Pending | None:
         try:
@@ -365,8 +537,11 @@ class Supervisor:
             return None
 
     def _log(self, d: Decision, obs: Observation, error: str) -> None:
+        """One line per decision that acts or says something new: a decision that
+        repeats the last one, or only asks for another safety check, is not logged."""
         prev = self.last
-        if d.actions or error or prev is None or (prev.rule, prev.reason) != (d.rule, d.reason):
+        acting = [a for a in d.actions if not isinstance(a, RunSafetyCheck)]
+        if acting or error or prev is None or _gist(prev) != _gist(d):
             if self.json_log:
                 log.info(
                     json.dumps(
@@ -428,9 +603,15 @@ class Supervisor:
                 self._requests.put_nowait(pending)
             except queue.Full:
                 return {"ok": False, "error": "too many requests waiting; try again"}
-            if not pending.done.wait(10.0):
+            if not pending.taken.wait(REQUEST_TAKEN_WITHIN):
                 return {"ok": False, "error": "the supervisor did not take the request in 10 s"}
-            return {"ok": True, "answer": pending.answer}
+            # Taken: the tick runs its actions, each bounded (a rejoin may copy the
+            # whole database); the answer comes when they are done.
+            if not pending.done.wait(self.executor.t.rejoin + REQUEST_TAKEN_WITHIN):
+                return {"ok": False, "error": "the request is still running; see the log"}
+            if pending.ok:
+                return {"ok": True, "answer": pending.answer}
+            return {"ok": False, "error": pending.answer}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:
@@ -444,6 +625,7 @@ class Supervisor:
             "role": st.role.value,
             "epoch": st.epoch,
             "needs_resync": st.needs_resync,
+            "sync_mark": st.sync_mark,
             "maintenance": st.maintenance,
             "last_failover": st.last_failover,
             "vip": {
@@ -476,8 +658,19 @@ class Supervisor:
             "checks": {c.name: c.passing for c in self.checks.states()},
             "decision": None if d is None else {"rule": d.rule, "reason": d.reason},
             "keeper_alive": self._keeper is not None and self._keeper.poll() is None,
+            "alerts": {name: text for name, (text, _) in self._alerts.items()},
             "summary": self.summary(),
         }
+
+
+def _persisted(st: NodeState) -> tuple[object, ...]:
+    """The fields the state file keeps (dbha.state.encode), to tell a change cheaply."""
+    return (st.role, st.epoch, st.needs_resync, st.maintenance, st.last_failover, st.sync_mark)
+
+
+def _gist(d: Decision) -> tuple[str, str]:
+    """A decision's rule and reason without the note that a safety check was asked."""
+    return d.rule, d.reason.removesuffix(SAFETY_NOTE)
 
 
 def run(cfg: Config, json_log: bool = False) -> int:

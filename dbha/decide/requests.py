@@ -86,7 +86,8 @@ def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
 
 
 def _refuse(state: NodeState, why: str) -> Decision:
-    return _d(state, "request-refused", why, [_notify("failover_refused", why)], answer=why)
+    event = "request_refused" if why.startswith(("resync", "maintenance")) else "failover_refused"
+    return _d(state, "request-refused", why, [_notify(event, why)], answer=why)
 
 
 def _switchover_blocker(state: NodeState, obs: Observation) -> str | None:

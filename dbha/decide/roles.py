@@ -286,8 +286,15 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
             f"waiting for {p.peer} to reach {local.position} to clear the mark",
             lease=lease,
         )
-    for r in local.replicas:
-        if r.sync and r.flushed is not None and obs.covers(r.flushed, state.clear_pos):
+    # Caught up: the primary's own view of the replica (PostgreSQL reports what each
+    # replica flushed) or the replica's own word (its beats; MySQL/MariaDB primaries
+    # do not see replica positions), while commits wait for it.
+    said = last.position if last is not None else None
+    seen = [r.flushed for r in local.replicas if r.sync and r.flushed is not None]
+    if local.sync_replication and said is not None:
+        seen.append(said)
+    for pos in seen:
+        if obs.covers(pos, state.clear_pos):
             acts = [ArbiterUnmark(state.epoch)] if p.fallback == "arbiter" else []
             acts.append(_notify("sync_restored"))
             return _d(
