@@ -92,7 +92,11 @@ class Lab:
         return mode if mode in sup.COMMANDS else None
 
     def up(
-        self, sync: bool | None = None, install: bool = True, supervisors: bool | None = None
+        self,
+        sync: bool | None = None,
+        install: bool = True,
+        supervisors: bool | None = None,
+        profile: str | None = None,
     ) -> Timings:
         """Build or repair the whole lab; returns how long each step took.
 
@@ -118,8 +122,15 @@ class Lab:
         os.chmod(self.dir, 0o755)  # the database users must traverse it
         if sync is None:
             sync = bool(self.meta().get("sync", False))
+        if profile is None:
+            profile = str(self.meta().get("profile", "default"))
+        if profile not in topo.PROFILES:
+            raise LabError(f"no profile {profile!r} (one of {', '.join(topo.PROFILES)})")
         self._save_meta(
-            prefix=self.prefix, sync=sync, created=self.meta().get("created", time.time())
+            prefix=self.prefix,
+            sync=sync,
+            profile=profile,
+            created=self.meta().get("created", time.time()),
         )
         net.build(self.prefix)
         self._undo_faults()
@@ -128,7 +139,7 @@ class Lab:
         t.mark("postgresql")
         self._up_service("mariadb", sync)
         t.mark("mariadb")
-        changed = self.supervisors.write_configs(sync)
+        changed = self.supervisors.write_configs(sync, profile)
         t.mark("configs")
         self._save_meta(faults=[])
         if mode is not None:
@@ -147,7 +158,10 @@ class Lab:
         self._require_up()
         if command == "run":
             sup.require_run()
-        self.supervisors.write_configs(bool(self.meta().get("sync", False)))
+        meta = self.meta()
+        self.supervisors.write_configs(
+            bool(meta.get("sync", False)), str(meta.get("profile", "default"))
+        )
         return self._start_supervisors(command)
 
     def _start_supervisors(
@@ -415,6 +429,13 @@ class Lab:
         for service in topo.SERVICES:
             self._drop_vip(service, killed)
         done = self._undo_faults()
+        # dbha supervisors before servers: a revived old primary's server comes back
+        # as it was (writable), and its supervisor, already watching, fences it at its
+        # first probe instead of after its own start-up. The stand-in checks its
+        # config's files, the database's socket among them: it comes after.
+        mode = self.supervisor_mode()
+        if mode == "run":
+            done += self._start_dead_supervisors(mode)
         for service in topo.SERVICES:
             for host in topo.DB_HOSTS:
                 node = self.node(service, host)
@@ -422,15 +443,21 @@ class Lab:
                     self._wait_old_server_gone(node)
                     node.start()
                     done.append(f"started {service} on {host}")
-        mode = self.supervisor_mode()
-        if mode is not None:
-            for service, host in self.supervisors.all():
-                if self.supervisors.pid(service, host) is None:
-                    self.supervisors.start(service, host, mode)
-                    done.append(f"started supervisor {service} on {host}")
+        if mode == "hold":
+            done += self._start_dead_supervisors(mode)
         self._save_meta(faults=[])
         done += self._wait_replication()
         return done
+
+    def _start_dead_supervisors(self, mode: sup.Command) -> list[str]:
+        started = []
+        for service, host in self.supervisors.all():
+            if self.supervisors.pid(service, host) is None:
+                self.supervisors.start(service, host, mode)
+                started.append((service, host))
+        for service, host in started:
+            self.supervisors.wait_started(service, host, mode)
+        return [f"started supervisor {s} on {h}" for s, h in started]
 
     def _wait_replication(self, timeout: float = 20.0) -> list[str]:
         """Give replicas a bounded time to reconnect; say which did not."""
@@ -525,6 +552,7 @@ class Lab:
             "healthy": not problems,
             "problems": problems,
             "sync": bool(meta.get("sync", False)),
+            "profile": str(meta.get("profile", "default")),
             "supervisors": mode,
             "gateway": topo.GATEWAY,
             "hosts": hosts,

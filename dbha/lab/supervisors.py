@@ -46,9 +46,10 @@ from dbha.lab.pg import PGBIN, PgNode
 from dbha.lab.wait import wait_until
 
 # Whether ``dbha lab up`` starts supervisors when neither --supervisors nor
-# --no-supervisors is given (and the lab has no earlier choice). Flip it to
-# True once ``dbha run`` can run the lab's pairs: nothing else needs to change.
-START_BY_DEFAULT = False
+# --no-supervisors is given (and the lab has no earlier choice).
+START_BY_DEFAULT = True
+# What ``dbha run`` logs once it has started (see Supervisor.start).
+RUN_STARTED = "event started: as "
 
 Command = Literal["run", "hold"]
 COMMANDS: tuple[Command, ...] = ("run", "hold")
@@ -125,10 +126,20 @@ def _table(name: str, items: Sequence[tuple[str, object]], array: bool = False) 
     return ["", head, *(f"{k} = {_value(v)}" for k, v in items)]
 
 
-def render(prefix: str, layout: Layout, service: str, host: str, sync: bool) -> str:
-    """The dbha config of ``service`` on ``host`` in lab ``prefix`` (TOML text)."""
+def render(
+    prefix: str, layout: Layout, service: str, host: str, sync: bool, profile: str = "default"
+) -> str:
+    """The dbha config of ``service`` on ``host`` in lab ``prefix`` (TOML text), with
+    the timing ``profile`` (topology.PROFILES)."""
     if service not in topo.SERVICES or host not in topo.DB_HOSTS:
         raise LabError(f"no supervisor for {service!r} on {host!r}")
+    if profile not in topo.PROFILES:
+        raise LabError(f"no profile {profile!r} (one of {', '.join(topo.PROFILES)})")
+    timing = topo.PROFILES[profile]
+
+    def tuned(table: str) -> list[tuple[str, object]]:
+        return list(timing.get(table, {}).items())
+
     svc = topo.SERVICES[service]
     peer = next(h for h in topo.DB_HOSTS if h != host)
     p = paths(layout, service, host)
@@ -187,7 +198,9 @@ def render(prefix: str, layout: Layout, service: str, host: str, sync: bool) -> 
     peer_h = topo.HOSTS[peer]
     lines += _table("peer", [("name", peer), ("addresses", [peer_h.lan, peer_h.hb])])
     lines += _table("database", database)
-    lines += _table("heartbeat", [("key_file", str(layout.key_path(key_name(service))))])
+    lines += _table(
+        "heartbeat", [("key_file", str(layout.key_path(key_name(service)))), *tuned("heartbeat")]
+    )
     for path in topo.host_paths(host):
         lines += _table(
             "heartbeat.path",
@@ -199,15 +212,27 @@ def render(prefix: str, layout: Layout, service: str, host: str, sync: bool) -> 
             ],
             array=True,
         )
+    if tuned("safety"):
+        lines += _table("safety", tuned("safety"))
     lines += _table("safety.target", [("kind", "icmp"), ("host", topo.GATEWAY)], array=True)
+    if tuned("fence"):
+        lines += _table("fence", tuned("fence"))
     lines += _table(
         "vip",
         [
             ("address", f"{svc.vip}/{topo.LAN_PREFIXLEN}"),
             ("interface", topo.PATHS["lan"].interface),
+            *tuned("vip"),
         ],
     )
-    lines += _table("replication", [("mode", "sync" if sync else "async")])
+    # A synchronous lab falls back to asynchronous commits when the replica is gone
+    # (after it has been silent longer than it would wait before promoting itself):
+    # the lab shows failovers, and with "strict" a new primary would stop every
+    # write until its old peer came back. docs/config.md explains the three modes.
+    replication: list[tuple[str, object]] = [("mode", "sync" if sync else "async")]
+    if sync:
+        replication.append(("sync_fallback", "fallback"))
+    lines += _table("replication", replication)
     lines += _table("log", [("format", "text"), ("level", "info")])
     return "\n".join(lines) + "\n"
 
@@ -248,7 +273,7 @@ class Supervisors:
 
     # -- configs ----------------------------------------------------------------
 
-    def write_configs(self, sync: bool) -> list[tuple[str, str]]:
+    def write_configs(self, sync: bool, profile: str = "default") -> list[tuple[str, str]]:
         """Write every node's config (and the heartbeat keys); return the
         (service, host) pairs whose config changed."""
         changed = []
@@ -256,7 +281,7 @@ class Supervisors:
             self.layout.key(key_name(service))
             p = self.paths(service, host)
             _make_dirs(p)
-            text = render(self.prefix, self.layout, service, host, sync)
+            text = render(self.prefix, self.layout, service, host, sync, profile)
             if p.config.exists() and p.config.read_text() == text:
                 continue
             tmp = p.config.with_name(p.config.name + ".tmp")
@@ -323,6 +348,24 @@ class Supervisors:
         # `ip netns exec` execs the command: the child's PID is the supervisor's.
         p.pidfile.write_text(f"{child.pid}\n")
         return child.pid
+
+    def wait_started(
+        self, service: str, host: str, command: Command, timeout: float = 15.0
+    ) -> None:
+        """Wait (bounded) until a supervisor just started is watching: ``dbha run``
+        has logged its start (it has probed its database and listens for beats),
+        the stand-in has said it holds. A supervisor that exited is not waited for."""
+        if command == "hold":
+            self.wait_held(service, host, timeout)
+            return
+        wait_until(
+            lambda: (
+                RUN_STARTED in self.log_since_start(service, host)
+                or self.pid(service, host) is None
+            ),
+            timeout,
+            f"the {service} supervisor on {host} to start",
+        )
 
     def log_since_start(self, service: str, host: str) -> str:
         """The supervisor's log since its latest start by the lab."""

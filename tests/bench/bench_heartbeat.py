@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"timing": "interval 100 ms, misses 5, rise 3; ARP 3 x 200 ms"}
     agents: dict[str, Agent] = {}
     try:
-        lab.up()
+        lab.up(supervisors=False)
         with tempfile.TemporaryDirectory() as tmp:
             agents = start_heartbeats(
                 lab, make_key(Path(tmp) / "hb.key"), duration=a.seconds + 600, report_ms=100

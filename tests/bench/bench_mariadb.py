@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.prefix)
     try:
         started = time.monotonic()
-        lab.up()
+        lab.up(supervisors=False)
         print(f"lab {args.prefix} up in {time.monotonic() - started:.1f} s", file=sys.stderr)
         figures = bench(lab, args.runs, args.probes)
     finally:

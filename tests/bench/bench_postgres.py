@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     all_samples: dict[str, list[float]] = {}
     try:
         t0 = time.monotonic()
-        lab.up()
+        lab.up(supervisors=False)
         print(f"lab {args.prefix} up in {time.monotonic() - t0:.1f} s", flush=True)
         for i in range(args.runs):
             run = one_run(lab, args.probes)

@@ -36,7 +36,7 @@ def lab(root_links_before: set[str]) -> Iterator[Lab]:
         pytest.fail("lab tests need root (run them as root, or deselect with -m 'not lab')")
     the_lab = Lab(f"t{os.getpid() % 100000}")
     try:
-        the_lab.up()
+        the_lab.up(supervisors=False)  # the driver tests act on the pairs themselves
         yield the_lab
     finally:
         the_lab.down()

@@ -34,7 +34,7 @@ def test_up_twice_changes_nothing_and_repairs_what_is_missing(healthy_lab: Lab) 
 def test_two_labs_do_not_disturb_each_other_and_down_leaves_nothing(healthy_lab: Lab) -> None:
     other = Lab(healthy_lab.prefix + "x")
     try:
-        other.up(install=False)
+        other.up(install=False, supervisors=False)
         assert other.status()["healthy"]
         pids = [p for h in net.all_hosts() for p in net.ns_pids(other.prefix, h)]
         assert pids

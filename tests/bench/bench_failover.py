@@ -1,0 +1,131 @@
+"""Benchmark: time from a fault on the primary to the first write through the VIP.
+
+Run as root from the repository root (it builds and removes its own lab, prefix
+``fob``)::
+
+    .venv/bin/python -m tests.bench.bench_failover [--runs 5] [--profile default|fast]
+                                                  [--async] [--faults kill-host,kill-db,stop-db]
+
+A lab with dbha supervisors on both hosts (synchronous replication unless
+--async), the client in host c writing through each service's VIP. For each
+engine and fault, --runs times: the fault hits the primary at a random phase
+of the client's write loop; the sample is the time from the fault to the
+first write acknowledged after it took effect (the client's monotonic clock,
+the same in every namespace). After each run the lab is healed and the pair
+rebuilt as it was. Every run is also checked as the lab tests check it: no
+acknowledged write missing, never two reachable VIP holders, the VIP on the
+one writable node; a run that fails a check is reported, not counted.
+Prints one line per run and a JSON summary (median and max per engine and
+fault) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dbha.errors import DbhaError
+from dbha.lab import scenario
+from dbha.lab import topology as topo
+from dbha.lab.core import Lab
+
+FAULTS = ("kill-host", "kill-db", "stop-db")
+
+
+def _fault(lab: Lab, service: str, name: str) -> Callable[[], object]:
+    primary = topo.SERVICES[service].primary
+    return {
+        "kill-host": lambda: lab.kill_host(primary),
+        "kill-db": lambda: lab.kill_db(primary, service),
+        "stop-db": lambda: lab.stop_db(primary, service),
+    }[name]
+
+
+def _problems(o: scenario.Outcome) -> list[str]:
+    v = o.verdict
+    out = []
+    if any(v.missing.values()):
+        out.append(f"acknowledged writes missing: { {h: len(m) for h, m in v.missing.items()} }")
+    if o.doubles:
+        out.append(f"two reachable VIP holders at {len(o.doubles)} samples")
+    if o.vip_after != [v.primary]:
+        out.append(f"VIP on {o.vip_after}, writable node {v.primary}")
+    if v.primary != topo.SERVICES[o.service].replica:
+        out.append("the replica did not take over")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--prefix", default="fob")
+    ap.add_argument("--profile", default="default", choices=sorted(topo.PROFILES))
+    ap.add_argument("--async", dest="sync", action="store_false")
+    ap.add_argument("--faults", default=",".join(FAULTS))
+    ap.add_argument("--services", default=",".join(topo.SERVICES))
+    args = ap.parse_args(argv)
+    faults = [f for f in args.faults.split(",") if f]
+    services = [s for s in args.services.split(",") if s]
+    if not 1 <= args.runs <= 50 or not set(faults) <= set(FAULTS):
+        ap.error(f"--runs in 1..50, --faults among {', '.join(FAULTS)}")
+    lab = Lab(args.prefix)
+    samples: dict[str, list[float]] = {}
+    bad: list[str] = []
+    work = Path(tempfile.mkdtemp(prefix="dbha-bench-failover-"))
+    try:
+        t = lab.up(sync=args.sync, install=False, supervisors=True, profile=args.profile)
+        print(f"lab up in {t.total:.1f} s ({'sync' if args.sync else 'async'}, {args.profile})")
+        for service in services:
+            for fault in faults:
+                key = f"{service} {fault}"
+                for i in range(args.runs):
+                    lab.heal()
+                    lab.rebuild_service(service)
+                    out = work / f"{service}-{fault}-{i}.jsonl"
+                    try:
+                        o = scenario.run(
+                            lab, service, fault, _fault(lab, service, fault), out,
+                            expect_takeover=True,
+                        )  # fmt: skip
+                    except DbhaError as exc:
+                        bad.append(f"{key} run {i + 1}: {exc}")
+                        print(f"{key} run {i + 1}: FAILED: {exc}", flush=True)
+                        continue
+                    problems = _problems(o)
+                    if problems or o.recovery is None:
+                        bad.append(f"{key} run {i + 1}: {'; '.join(problems) or 'no recovery'}")
+                        print(f"{key} run {i + 1}: NOT COUNTED: {bad[-1]}", flush=True)
+                        continue
+                    samples.setdefault(key, []).append(o.recovery)
+                    print(f"{key} run {i + 1}: {o.recovery:.3f} s", flush=True)
+    finally:
+        lab.down()
+    summary: dict[str, Any] = {
+        "profile": args.profile,
+        "sync": args.sync,
+        "runs": args.runs,
+        "fault_to_first_write_s": {
+            k: {
+                "n": len(v),
+                "median": round(statistics.median(v), 3),
+                "min": round(min(v), 3),
+                "max": round(max(v), 3),
+            }
+            for k, v in samples.items()
+        },
+        "not_counted": bad,
+        "finished": time.strftime("%F %T"),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0 if not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,345 @@
+"""The supervisors against real faults: both engines, synchronous replication, a
+client in host c writing through the VIP the whole time.
+
+One lab with running supervisors serves the module (the session lab stays
+without supervisors for the driver tests). Each scenario asserts that no
+acknowledged write was lost, that the client never had two writable nodes
+(it moved from the old primary to the new one at most once, and never two
+reachable hosts held the VIP at once), and that the VIP ends on the one
+writable node. Times are printed and recorded, never asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dbha.errors import LabError
+from dbha.lab import client as cl
+from dbha.lab import net
+from dbha.lab import scenario as scenarios
+from dbha.lab import topology as topo
+from dbha.lab.core import Lab
+from dbha.lab.wait import wait_until
+from tests.lab.helpers import ns_exec
+
+SERVICES = list(topo.SERVICES)
+RecordProperty = Callable[[str, object], None]
+
+
+@pytest.fixture(scope="module")
+def slab(lab: Lab) -> Iterator[Lab]:
+    """A second lab, synchronous, with dbha supervisors on both hosts."""
+    other = Lab(lab.prefix + "f")
+    try:
+        other.up(sync=True, install=False, supervisors=True)
+        yield other
+    finally:
+        other.down()
+
+
+def _as_built(lab: Lab, service: str) -> bool:
+    svc = topo.SERVICES[service]
+    st = lab.status()["services"][service]
+    return (
+        st["primary"] == svc.primary
+        and not st.get("fenced")
+        and lab.vip_holders(service) == [svc.primary]
+    )
+
+
+@pytest.fixture
+def pair(slab: Lab) -> Iterator[Lab]:
+    """The scenario lab with both pairs as built (rebuilt if a scenario moved them)."""
+    slab.heal()
+    for service in SERVICES:
+        if not _as_built(slab, service):
+            slab.rebuild_service(service)
+            continue
+        try:  # a replica-not-in-sync mark left by the last scenario clears once it caught up
+            wait_until(lambda s=service: _mark(slab, s) is None, 20.0, f"{service} in sync")
+        except LabError:
+            slab.rebuild_service(service)
+    st = slab.status()
+    assert st["healthy"], st["problems"]
+    yield slab
+    _print_logs(slab)  # shown by pytest when the test failed
+    slab.heal()
+
+
+def _mark(lab: Lab, service: str) -> int | None:
+    mark = _sup_status(lab, service, topo.SERVICES[service].primary)["local"]["sync_mark"]
+    return None if mark is None else int(mark)
+
+
+def _print_logs(lab: Lab, lines: int = 30) -> None:
+    """The supervisors' latest decisions (repeated serving/following lines left out)."""
+    quiet = ("primary-serving: primary: serving", "replica-follow: replica: following")
+    for service in SERVICES:
+        for host in topo.DB_HOSTS:
+            text = lab.supervisors.log_since_start(service, host).splitlines()
+            shown = [t for t in text if not t.endswith(quiet)][-lines:]
+            print(f"--- {service} supervisor on {host}:", *shown, sep="\n")
+
+
+def _sup_status(lab: Lab, service: str, host: str) -> dict[str, Any]:
+    """`dbha status --json` run inside ``host`` as an operator there would."""
+    cfg = str(lab.supervisors.paths(service, host).config)
+    res = ns_exec(lab, host, sys.executable, "-m", "dbha", "status", "-c", cfg, "--json")
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def _common(o: scenarios.Outcome, record_property: RecordProperty) -> None:
+    """What every scenario must show, whatever the fault."""
+    v = o.verdict
+    print(f"\n{o.line()}")
+    if o.recovery is not None:
+        record_property(f"{o.service}_{o.fault}_fault_to_first_write_s", round(o.recovery, 3))
+    assert v.missing == {h: [] for h in v.missing}, v.summary()
+    assert not o.doubles, f"two reachable VIP holders at once: {o.doubles[:5]}"
+    assert o.vip_after == [v.primary], (o.vip_after, v.primary)
+    assert len(v.node_changes) <= 1, v.node_changes  # never back and forth
+    assert o.log.unreadable == 0
+
+
+def _took_over(o: scenarios.Outcome, lab: Lab) -> None:
+    svc = topo.SERVICES[o.service]
+    v = o.verdict
+    assert v.primary == svc.replica
+    assert [(a, b) for _, a, b in v.node_changes] == [(svc.primary, svc.replica)]
+    assert svc.primary in v.fenced or svc.primary in v.replicas
+
+
+def _stayed(o: scenarios.Outcome) -> None:
+    svc = topo.SERVICES[o.service]
+    assert o.verdict.primary == svc.primary
+    assert o.verdict.node_changes == []
+    assert o.served_by_after_fault == [svc.primary]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_1_the_primary_host_dies(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    primary = topo.SERVICES[service].primary
+    o = scenarios.run(
+        pair,
+        service,
+        "kill-host",
+        lambda: pair.kill_host(primary),
+        tmp_path / "client.jsonl",
+        expect_takeover=True,
+    )
+    _common(o, record_property)
+    _took_over(o, pair)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_2_the_primary_database_is_killed(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    primary = topo.SERVICES[service].primary
+    o = scenarios.run(
+        pair,
+        service,
+        "kill-db",
+        lambda: pair.kill_db(primary, service),
+        tmp_path / "client.jsonl",
+        expect_takeover=True,
+    )
+    _common(o, record_property)
+    _took_over(o, pair)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_3_the_primary_database_hangs(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    primary = topo.SERVICES[service].primary
+    o = scenarios.run(
+        pair,
+        service,
+        "stop-db",
+        lambda: pair.stop_db(primary, service),
+        tmp_path / "client.jsonl",
+        expect_takeover=True,
+    )
+    _common(o, record_property)
+    _took_over(o, pair)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_4_the_private_link_is_cut_and_nothing_fails_over(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    primary = topo.SERVICES[service].primary
+
+    def path_reported_down() -> None:
+        log = pair.supervisors.log_since_start(service, primary)
+        assert "path_down" in log and "hb" in log, log[-2000:]
+
+    o = scenarios.run(
+        pair,
+        service,
+        "link-hb",
+        lambda: pair.link(primary, "hb", up=False),
+        tmp_path / "client.jsonl",
+        expect_takeover=False,
+        before_heal=path_reported_down,
+    )
+    _common(o, record_property)
+    _stayed(o)
+    longest = o.verdict.longest_pause
+    print(f"longest write pause: {longest.seconds if longest else 0:.3f} s")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_5_every_heartbeat_path_is_cut_but_the_database_answers(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Heartbeats blocked on the primary (UDP on the service's heartbeat port, both
+    paths) while the LAN still carries the database port: the replica's safety
+    check finds the primary's database alive, so nobody fails over, and both
+    supervisors say loudly that the heartbeats are broken."""
+    svc = topo.SERVICES[service]
+
+    def reported() -> None:
+        def loud() -> bool:
+            logs = [pair.supervisors.log_since_start(service, h) for h in topo.DB_HOSTS]
+            return all("heartbeats are broken" in text for text in logs)
+
+        wait_until(loud, 10.0, "both supervisors to report broken heartbeats")
+
+    o = scenarios.run(
+        pair,
+        service,
+        "block-heartbeats",
+        lambda: pair.block(svc.primary, "udp", svc.heartbeat_port),
+        tmp_path / "client.jsonl",
+        expect_takeover=False,
+        before_heal=reported,
+    )
+    _common(o, record_property)
+    _stayed(o)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_6_the_isolated_primary_fences_itself_and_the_replica_takes_over(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    svc = topo.SERVICES[service]
+    fenced: dict[str, object] = {}
+
+    def isolated_state() -> None:
+        # Seen from inside: the isolated primary's database refuses writes and it
+        # holds no VIP (its links are down, so only its own view can tell).
+        st = pair.node(service, svc.primary).status()
+        fenced.update(st)
+        assert not st.get("writable"), st
+
+    o = scenarios.run(
+        pair,
+        service,
+        "isolate",
+        lambda: pair.isolate(svc.primary),
+        tmp_path / "client.jsonl",
+        expect_takeover=True,
+        before_heal=isolated_state,
+    )
+    _common(o, record_property)
+    _took_over(o, pair)
+    assert svc.primary in o.verdict.fenced  # the old one: fenced, out of the pair
+
+    def resync_needed() -> bool:
+        return bool(_sup_status(pair, service, svc.primary)["local"]["needs_resync"])
+
+    wait_until(resync_needed, 10.0, f"{svc.primary} to say it needs a resync")
+    primaries = [
+        h
+        for h in topo.DB_HOSTS
+        if pair.node(service, h).status()["role"] == "primary"
+        and pair.node(service, h).status().get("writable")
+    ]
+    assert primaries == [svc.replica]
+
+
+def _force_failover(lab: Lab, service: str, host: str) -> subprocess.CompletedProcess[str]:
+    cfg = str(lab.supervisors.paths(service, host).config)
+    argv = [sys.executable, "-m", "dbha", "failover", "-c", cfg, "--to", host, "--force"]
+    return ns_exec(lab, host, *argv, timeout=60)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_7_a_replica_behind_the_primary_does_not_promote_until_an_operator_forces_it(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """The replica's database hangs; the primary, after the replica has been gone long
+    enough, stops waiting for it (asynchronous commits, a replica-not-in-sync mark in
+    its beats) and writes go on. Then the primary host dies and the replica's database
+    resumes, behind what was acknowledged: the replica does not promote, and says why
+    loudly. An operator forces the failover: the replica takes over; every write
+    acknowledged while the replica was in sync is there, and only writes acknowledged
+    after the mark may be missing (the loss the operator accepted)."""
+    svc = topo.SERVICES[service]
+    out = tmp_path / "client.jsonl"
+    client = cl.start_client(pair, service, out, 240)
+    try:
+        cl.wait_for(out, lambda log: len(log.acks) >= 40, 30, "acknowledged writes")
+        hung_at = time.monotonic()
+        replica_pids = pair.stop_db(svc.replica, service)
+        # Commits wait for the hung replica, then the primary falls back: writes resume.
+        cl.wait_for(
+            out,
+            lambda log: sum(a.t > hung_at + 0.5 for a in log.acks) >= 40,
+            30,
+            "writes to resume on the primary without the replica",
+        )
+        assert "sync_fallback" in pair.supervisors.log_since_start(service, svc.primary)
+        time.sleep(0.5)  # a few beats: the replica's supervisor has heard the mark
+        seen = len(pair.supervisors.log_since_start(service, svc.replica))
+        killed_at = time.monotonic()
+        pair.kill_host(svc.primary)
+        dead_at = time.monotonic()  # before that, the primary may still acknowledge
+        net.signal_pids(replica_pids, signal.SIGCONT)  # the replica's database is back
+
+        def news() -> str:
+            return pair.supervisors.log_since_start(service, svc.replica)[seen:]
+
+        wait_until(lambda: "failover_refused" in news(), 20.0, f"{svc.replica} to refuse")
+        log = news()
+        assert "--force" in log, log[-3000:]
+        # Why, in the replica's words: the mark it heard, or (had the primary died
+        # before a beat carried it) that the primary never confirmed it eligible.
+        assert "not in sync" in log or "has not confirmed hearing" in log, log[-3000:]
+        assert not [a for a in cl.read_log(out).acks if a.t > dead_at]  # nobody serves
+        assert pair.vip_holders(service) in ([], [svc.primary])  # a's links are down
+        st = _sup_status(pair, service, svc.replica)["local"]
+        assert st["role"] == "replica" and "failover_refused" in st["alerts"], st
+
+        res = _force_failover(pair, service, svc.replica)
+        assert res.returncode == 0, res.stdout + res.stderr
+
+        def taken(log: cl.ClientLog) -> bool:
+            return sum(a.t > killed_at and a.node == svc.replica for a in log.acks) >= 20
+
+        cl.wait_for(out, taken, 30, f"writes acknowledged by {svc.replica}")
+        pair.heal()
+    finally:
+        cl.stop_client(client)
+    log_ = cl.read_log(out)
+    verdict = cl.verify(pair, service, log_, fault_at=killed_at)
+    print(f"\n{service} forced failover: {verdict.summary()}")
+    assert verdict.primary == svc.replica and pair.vip_holders(service) == [svc.replica]
+    lost = set(verdict.missing[svc.replica])
+    in_sync = {a.seq for a in log_.acks if a.t < hung_at}
+    assert not lost & in_sync, sorted(lost & in_sync)
+    record_property(f"{service}_forced_lost_writes", len(lost))

@@ -1,0 +1,237 @@
+"""``dbha resync`` run as an operator runs it, inside a database host, against real
+supervisors and servers (the demo covers the plain rejoins: pg_rewind of a dead
+PostgreSQL primary, GTID re-pointing of a killed MariaDB primary).
+
+Here: a resync the supervisor must refuse (on the primary; while the peer is not
+heard) changes nothing and says why; a former MariaDB primary holding a
+transaction the new primary lacks stays fenced without ``--force``, and with it
+keeps that transaction aside and is re-cloned.
+
+Two tests are strict expected failures: today the supervisor answers a refused
+or failed resync as a success (``dbha resync`` exits 0; see ``Supervisor.tick``,
+which hands back the decision's answer whether or not its actions succeeded,
+and ``Supervisor._handle``, which replies ``ok`` to every request it took).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from dbha.lab import topology as topo
+from dbha.lab.core import Lab
+from dbha.lab.maria import MariaNode
+from dbha.lab.wait import wait_until
+from tests.lab.helpers import ns_exec
+
+SERVICES = list(topo.SERVICES)
+
+
+@pytest.fixture(scope="module")
+def rlab(lab: Lab) -> Iterator[Lab]:
+    """A lab of this module's own, synchronous, with dbha supervisors."""
+    other = Lab(lab.prefix + "r")
+    try:
+        other.up(sync=True, install=False, supervisors=True)
+        yield other
+    finally:
+        other.down()
+
+
+def _as_built(lab: Lab, service: str) -> bool:
+    svc = topo.SERVICES[service]
+    st = lab.status(proof=False)
+    return (
+        st["services"][service]["primary"] == svc.primary
+        and not st["services"][service]["fenced"]
+        and lab.vip_holders(service) == [svc.primary]
+        and not [p for p in st["problems"] if p.startswith(f"{service}:")]
+    )
+
+
+@pytest.fixture
+def pair(rlab: Lab) -> Iterator[Lab]:
+    """The module's lab with both pairs as built; the pairs rebuilt after the test
+    if it moved them."""
+    rlab.heal()
+    for service in SERVICES:
+        if not _as_built(rlab, service):
+            rlab.rebuild_service(service)
+    yield rlab
+    rlab.heal()
+
+
+def _resync(lab: Lab, service: str, host: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    cfg = str(lab.supervisors.paths(service, host).config)
+    return ns_exec(
+        lab, host, sys.executable, "-m", "dbha", "resync", "-c", cfg, *extra, timeout=120
+    )
+
+
+def _status(lab: Lab, service: str, host: str) -> dict[str, Any]:
+    """What the supervisor on ``host`` says of itself (``dbha status --json``)."""
+    cfg = str(lab.supervisors.paths(service, host).config)
+    res = ns_exec(lab, host, sys.executable, "-m", "dbha", "status", "-c", cfg, "--json")
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout)["local"])
+
+
+def _unchanged(lab: Lab, service: str) -> None:
+    """The pair is as built: primary writable with the VIP, replica streaming from it."""
+    svc = topo.SERVICES[service]
+    primary = lab.node(service, svc.primary).status()
+    replica = lab.node(service, svc.replica).status()
+    assert primary["role"] == "primary" and primary["writable"], primary
+    assert replica["role"] == "replica" and replica["streaming"], replica
+    assert replica["upstream"] == topo.HOSTS[svc.primary].lan, replica
+    assert lab.vip_holders(service) == [svc.primary]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_resync_on_the_primary_is_refused_and_changes_nothing(pair: Lab, service: str) -> None:
+    svc = topo.SERVICES[service]
+    res = _resync(pair, service, svc.primary)
+    assert "resync refused: this node is primary" in res.stdout + res.stderr
+    _unchanged(pair, service)
+    st = _status(pair, service, svc.primary)
+    assert (st["role"], st["epoch"], st["needs_resync"]) == ("primary", 0, False)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_resync_while_the_peer_is_not_heard_is_refused(pair: Lab, service: str) -> None:
+    """The primary's supervisor is stopped (cleanly: its database keeps serving): the
+    replica hears no primary to rejoin, refuses, and keeps streaming."""
+    svc = topo.SERVICES[service]
+    pair.supervisors.stop(service, svc.primary)
+    try:
+        wait_until(
+            lambda: not any(p["up"] for p in _status(pair, service, svc.replica)["paths"].values()),
+            10.0,
+            f"{svc.replica} to hear its peer no more",
+            0.2,
+        )
+        res = _resync(pair, service, svc.replica)
+        assert "resync refused: the peer is not a reachable primary" in res.stdout + res.stderr
+        replica = pair.node(service, svc.replica).status()
+        assert replica["role"] == "replica" and replica["streaming"], replica
+        assert _status(pair, service, svc.replica)["role"] == "replica"
+    finally:
+        pair.supervisors.start(service, svc.primary, "run")
+        pair.supervisors.wait_started(service, svc.primary, "run")
+        wait_until(lambda: _as_built(pair, service), 30.0, f"the {service} pair as built", 0.3)
+
+
+def test_a_refused_resync_exits_non_zero_and_says_why_on_stderr(pair: Lab) -> None:
+    res = _resync(pair, "pg", "a")
+    assert res.returncode == 1, res.stdout
+    assert "resync refused: this node is primary" in res.stderr
+
+
+# ------------------------------------------------- a former primary with errant data
+
+
+@dataclass(frozen=True)
+class Errant:
+    """A former MariaDB primary (b) holding a transaction the new primary (a) lacks,
+    after a plain ``dbha resync`` on it."""
+
+    token: str  # the row only b has
+    plain: subprocess.CompletedProcess[str]  # what `dbha resync` (no --force) answered
+    log: str  # b's supervisor log from the resync on
+    status: dict[str, Any]  # b's supervisor, after it
+    db: dict[str, Any]  # b's server, after it
+
+
+@pytest.fixture(scope="module")
+def errant(rlab: Lab) -> Iterator[Errant]:
+    """b's MariaDB server is killed: a takes over. Healed, b comes back fenced, needing
+    a resync; a row written on it then (as the dbha account, which read_only does not
+    stop) is a transaction a lacks. `dbha resync` is run on b without --force.
+    The pair is rebuilt at the end."""
+    rlab.heal()
+    if not _as_built(rlab, "mariadb"):
+        rlab.rebuild_service("mariadb")
+    try:
+        rlab.kill_db("b", "mariadb")
+        wait_until(lambda: rlab.vip_holders("mariadb") == ["a"], 30.0, "a to take over", 0.2)
+        rlab.heal()
+        wait_until(
+            lambda: bool(_status(rlab, "mariadb", "b")["needs_resync"]),
+            20.0,
+            "b to say it needs a resync",
+            0.3,
+        )
+        b = rlab.node("mariadb", "b")
+        assert isinstance(b, MariaNode)
+        token = secrets.token_hex(8)
+        # Fenced, out of the pair: its commits must not wait for a replica it has not.
+        b.query("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+        b.query("INSERT INTO app.dbha_lab_proof (token) VALUES (%s)", (token,), user="dbha")
+        mark = len(rlab.supervisors.log_since_start("mariadb", "b"))
+        plain = _resync(rlab, "mariadb", "b")
+        wait_until(
+            lambda: "resync: " in rlab.supervisors.log_since_start("mariadb", "b")[mark:],
+            5.0,
+            "b's supervisor to log its decision",
+            0.1,
+        )
+        yield Errant(
+            token=token,
+            plain=plain,
+            log=rlab.supervisors.log_since_start("mariadb", "b")[mark:],
+            status=_status(rlab, "mariadb", "b"),
+            db=b.status(),
+        )
+    finally:
+        rlab.heal()
+        rlab.rebuild_service("mariadb")
+
+
+def test_a_former_primary_with_errant_transactions_stays_fenced_without_force(
+    rlab: Lab, errant: Errant
+) -> None:
+    assert "Rejoin failed" in errant.log and "errant" in errant.log, errant.log
+    assert errant.status["needs_resync"] and errant.status["epoch"] == 0, errant.status
+    assert errant.db["role"] == "primary" and not errant.db["writable"], errant.db
+
+
+def test_a_failed_resync_exits_non_zero_and_names_the_errant_transactions(
+    errant: Errant,
+) -> None:
+    assert errant.plain.returncode == 1, errant.plain.stdout
+    assert "errant" in errant.plain.stderr
+
+
+def test_a_forced_resync_keeps_the_errant_transaction_aside_and_reclones(
+    rlab: Lab, errant: Errant
+) -> None:
+    res = _resync(rlab, "mariadb", "b", "--force")
+    assert res.returncode == 0, res.stdout + res.stderr
+    a, b = rlab.node("mariadb", "a"), rlab.node("mariadb", "b")
+
+    def following() -> bool:
+        st = b.status()
+        sup = _status(rlab, "mariadb", "b")
+        return (
+            st["role"] == "replica"
+            and bool(st.get("streaming"))
+            and st.get("upstream") == topo.HOSTS["a"].lan
+            and (sup["role"], sup["epoch"], sup["needs_resync"]) == ("replica", 1, False)
+        )
+
+    wait_until(following, 60.0, "b to replicate from a, resynced", 0.3)
+    assert not b.has_token(errant.token) and not a.has_token(errant.token)
+    log = rlab.supervisors.log_since_start("mariadb", "b")
+    kept = [ln for ln in log.splitlines() if "event rejoined: by reclone; set aside: " in ln]
+    assert kept, log[-3000:]
+    files = kept[-1].split("set aside: ", 1)[1].split(", ")
+    errant_sql = next(f for f in files if f.endswith("errant-binlog.sql"))
+    with open(errant_sql, encoding="utf-8", errors="replace") as f:
+        assert errant.token in f.read()  # the row b alone had is kept, not lost
