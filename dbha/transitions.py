@@ -387,7 +387,7 @@ TABLE: tuple[Row, ...] = (
     _row(
         "primary-sync-fallback",
         R.PRIMARY,
-        "sync mode (fallback/arbiter): the replica gone for twice the deadline, our safety "
+        "sync mode (fallback/arbiter): the replica gone for three deadlines, our safety "
         "check passes",
         SAME,
         "ArbiterMark? PersistState SetSynchronous Notify",

@@ -34,8 +34,11 @@ from dbha.model import (
 # Fraction of the self-fence deadline a lease lasts after its evidence.
 LEASE_FRACTION = 0.85
 # A synchronous primary falls back (fallback/arbiter modes) after its replica
-# has been gone this many self-fence deadlines.
-FALLBACK_DEADLINES = 2.0
+# has been gone this many self-fence deadlines. The replica's own unilateral
+# promotion must fit in FALLBACK_WINDOW_SHARE of it after the primary's last
+# echo: it waits a deadline plus a safety check after the silence starts, so
+# two deadlines left too thin a margin with a short deadline (the fast profile).
+FALLBACK_DEADLINES = 3.0
 # A replica in fallback mode promotes only within this share of that wait,
 # counted from the newest beat of its own the primary echoed (clock margin).
 FALLBACK_WINDOW_SHARE = 0.9

@@ -450,7 +450,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         "fallback: past the window the primary may have fallen back",
         "fallback",
         st(R.REPLICA),
-        obs(replica_db(), silent(PRIMARY_PEER, ago=1.7, echo_ago=1.85), safety=DEAD),
+        obs(replica_db(), silent(PRIMARY_PEER, ago=2.6, echo_ago=2.75), safety=DEAD),
         "failover-blocked",
         R.REPLICA,
         [],
@@ -712,12 +712,12 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         [],
     ),
     (
-        "fallback: replica gone for 2 deadlines: mark, then async",
+        "fallback: replica gone for 3 deadlines: mark, then async",
         "fallback",
         st(R.PRIMARY),
         obs(
             primary_db(sync=True),
-            silent(REPLICA_PEER, ago=2.5, echo_ago=2.6),
+            silent(REPLICA_PEER, ago=3.5, echo_ago=3.6),
             safety=DEAD,
             vip_held=True,
         ),
@@ -759,7 +759,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         st(R.PRIMARY),
         obs(
             primary_db(sync=True),
-            silent(REPLICA_PEER, ago=2.5, echo_ago=2.6),
+            silent(REPLICA_PEER, ago=3.5, echo_ago=3.6),
             safety=DEAD,
             vip_held=True,
         ),
@@ -1100,7 +1100,7 @@ def test_fallback_marks_before_going_async() -> None:
         st(R.PRIMARY),
         obs(
             primary_db(sync=True),
-            silent(REPLICA_PEER, ago=2.5, echo_ago=2.6),
+            silent(REPLICA_PEER, ago=3.5, echo_ago=3.6),
             safety=DEAD,
             vip_held=True,
         ),
