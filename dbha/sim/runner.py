@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from dbha.db.base import Role
 from dbha.db.fake import Entry, FakeCluster, FakeServer
+from dbha.decide import FALLBACK_DEADLINES
 from dbha.model import (
     Action,
     ArbiterMark,
@@ -398,9 +399,11 @@ class World:
         return a.alive and b.alive and net.gateway(0) and net.gateway(1) and not net.tcp_any()
 
     def split_recent(self) -> bool:
-        """The undecidable partition is on, or ended within two deadlines."""
+        """The undecidable partition is on, or ended within the fallback wait (a
+        primary falls back FALLBACK_DEADLINES deadlines after its replica went quiet:
+        a replica that promoted in the partition may be lost to it until then)."""
         last = self.undecidable_at
-        return last is not None and self.t - last <= 2 * self.deadline
+        return last is not None and self.t - last <= FALLBACK_DEADLINES * self.deadline
 
 
 def _has(srv: FakeServer, entry: Entry) -> bool:
