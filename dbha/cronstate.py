@@ -20,10 +20,8 @@ never raises (a damaged file reads as an empty memory, with the reason).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from dbha.checks import CheckState
 from dbha.config import CheckConfig, Config
 from dbha.errors import DbhaError
 from dbha.model import Announce, NodeRole, NodeState
+from dbha.state import write_atomically
 
 MEMORY_FILE = "cron-memory.json"
 FORMAT = 1
@@ -215,28 +214,12 @@ def load(state_dir: Path, boot: str) -> Memory:
 def save(state_dir: Path, m: Memory) -> None:
     """Write ``m`` atomically and durably. Raises CronMemoryError (nothing half-written)."""
     path = path_of(state_dir)
-    tmp = state_dir / f".{MEMORY_FILE}.{os.getpid()}.tmp"
-    data = encode(m)
     try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomically(state_dir, MEMORY_FILE, encode(m))
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise CronMemoryError(f"{path}: cannot save the round's memory: {exc.strerror}") from None
+        raise CronMemoryError(
+            f"{path}: cannot save the round's memory: {exc.strerror or exc}"
+        ) from None
 
 
 # ------------------------------------------------------------ pure helpers

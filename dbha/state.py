@@ -147,11 +147,11 @@ def load_or_initial(state_dir: Path, db_is_primary: bool) -> tuple[NodeState, bo
     return state, True
 
 
-def save(state_dir: Path, state: NodeState) -> None:
-    """Write ``state`` atomically and durably. Raises StateError (nothing half-written)."""
-    path = path_of(state_dir)
-    tmp = state_dir / f".{STATE_FILE}.{os.getpid()}.tmp"
-    data = encode(state)
+def write_atomically(state_dir: Path, name: str, data: bytes) -> None:
+    """Write ``data`` to ``state_dir/name`` atomically and durably (a temporary file,
+    fsync, rename, fsync of the directory; 0600). Raises OSError, and then leaves no
+    temporary file and the old content in place."""
+    tmp = state_dir / f".{name}.{os.getpid()}.tmp"
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
@@ -162,13 +162,22 @@ def save(state_dir: Path, state: NodeState) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        os.replace(tmp, state_dir / name)
         dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    except OSError as exc:
+    except OSError:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
+        raise
+
+
+def save(state_dir: Path, state: NodeState) -> None:
+    """Write ``state`` atomically and durably. Raises StateError (nothing half-written)."""
+    path = path_of(state_dir)
+    try:
+        write_atomically(state_dir, STATE_FILE, encode(state))
+    except OSError as exc:
         raise StateError(f"{path}: cannot save the node state: {exc.strerror or exc}") from None

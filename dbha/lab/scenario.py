@@ -76,6 +76,24 @@ class VipWatch:
         return self.samples[-1][1] if self.samples else ()
 
 
+# Faults that hit a service's primary and should make its replica take over.
+TAKEOVER_FAULTS = ("kill-host", "kill-db", "stop-db")
+
+
+def primary_fault(lab: Lab, service: str, name: str) -> Callable[[], object]:
+    """The fault ``name`` (one of TAKEOVER_FAULTS) on ``service``'s primary as built:
+    its host dies, its server is SIGKILLed, or its server is SIGSTOPped (hangs)."""
+    primary = topo.SERVICES[service].primary
+    faults: dict[str, Callable[[], object]] = {
+        "kill-host": lambda: lab.kill_host(primary),
+        "kill-db": lambda: lab.kill_db(primary, service),
+        "stop-db": lambda: lab.stop_db(primary, service),
+    }
+    if name not in faults:
+        raise LabError(f"no fault {name!r} (one of {', '.join(TAKEOVER_FAULTS)})")
+    return faults[name]
+
+
 @dataclass
 class Outcome:
     service: str

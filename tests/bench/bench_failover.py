@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +35,7 @@ from dbha.lab import scenario
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 
-FAULTS = ("kill-host", "kill-db", "stop-db")
-
-
-def _fault(lab: Lab, service: str, name: str) -> Callable[[], object]:
-    primary = topo.SERVICES[service].primary
-    return {
-        "kill-host": lambda: lab.kill_host(primary),
-        "kill-db": lambda: lab.kill_db(primary, service),
-        "stop-db": lambda: lab.stop_db(primary, service),
-    }[name]
+FAULTS = scenario.TAKEOVER_FAULTS
 
 
 def _problems(o: scenario.Outcome) -> list[str]:
@@ -91,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     out = work / f"{service}-{fault}-{i}.jsonl"
                     try:
                         o = scenario.run(
-                            lab, service, fault, _fault(lab, service, fault), out,
+                            lab, service, fault, scenario.primary_fault(lab, service, fault), out,
                             expect_takeover=True,
                         )  # fmt: skip
                     except DbhaError as exc:

@@ -111,7 +111,7 @@ def _common(o: scenarios.Outcome, record_property: RecordProperty) -> None:
     assert o.log.unreadable == 0
 
 
-def _took_over(o: scenarios.Outcome, lab: Lab) -> None:
+def _took_over(o: scenarios.Outcome) -> None:
     svc = topo.SERVICES[o.service]
     v = o.verdict
     assert v.primary == svc.replica
@@ -127,54 +127,21 @@ def _stayed(o: scenarios.Outcome) -> None:
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_1_the_primary_host_dies(
-    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+@pytest.mark.parametrize("fault", scenarios.TAKEOVER_FAULTS)
+def test_1_to_3_the_primary_host_dies_or_its_database_is_killed_or_hangs(
+    pair: Lab, service: str, fault: str, tmp_path: Path, record_property: RecordProperty
 ) -> None:
-    primary = topo.SERVICES[service].primary
+    """1 kill-host, 2 kill-db (its supervisor alive), 3 stop-db: the replica takes over."""
     o = scenarios.run(
         pair,
         service,
-        "kill-host",
-        lambda: pair.kill_host(primary),
+        fault,
+        scenarios.primary_fault(pair, service, fault),
         tmp_path / "client.jsonl",
         expect_takeover=True,
     )
     _common(o, record_property)
-    _took_over(o, pair)
-
-
-@pytest.mark.parametrize("service", SERVICES)
-def test_2_the_primary_database_is_killed(
-    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
-) -> None:
-    primary = topo.SERVICES[service].primary
-    o = scenarios.run(
-        pair,
-        service,
-        "kill-db",
-        lambda: pair.kill_db(primary, service),
-        tmp_path / "client.jsonl",
-        expect_takeover=True,
-    )
-    _common(o, record_property)
-    _took_over(o, pair)
-
-
-@pytest.mark.parametrize("service", SERVICES)
-def test_3_the_primary_database_hangs(
-    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
-) -> None:
-    primary = topo.SERVICES[service].primary
-    o = scenarios.run(
-        pair,
-        service,
-        "stop-db",
-        lambda: pair.stop_db(primary, service),
-        tmp_path / "client.jsonl",
-        expect_takeover=True,
-    )
-    _common(o, record_property)
-    _took_over(o, pair)
+    _took_over(o)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -256,7 +223,7 @@ def test_6_the_isolated_primary_fences_itself_and_the_replica_takes_over(
         before_heal=isolated_state,
     )
     _common(o, record_property)
-    _took_over(o, pair)
+    _took_over(o)
     assert svc.primary in o.verdict.fenced  # the old one: fenced, out of the pair
 
     def resync_needed() -> bool:
