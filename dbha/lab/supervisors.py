@@ -312,6 +312,16 @@ class Supervisors:
             return None
         return pid
 
+    def _started_alive(self, service: str, host: str) -> bool:
+        """Whether the process just started (the pid file's PID) still lives. Unlike
+        pid(), it does not match the command line, which may still be a parent's
+        between fork and exec."""
+        try:
+            pid = int(self.paths(service, host).pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        return procs.alive(pid)
+
     def command(self, service: str, host: str) -> Command | None:
         """What runs as this supervisor: "run", the "hold" stand-in, or nothing."""
         pid = self.pid(service, host)
@@ -361,7 +371,7 @@ class Supervisors:
         wait_until(
             lambda: (
                 RUN_STARTED in self.log_since_start(service, host)
-                or self.pid(service, host) is None
+                or not self._started_alive(service, host)
             ),
             timeout,
             f"the {service} supervisor on {host} to start",
@@ -381,7 +391,7 @@ class Supervisors:
         def held() -> bool:
             if HOLD_READY in self.log_since_start(service, host):
                 return True
-            if self.pid(service, host) is None:
+            if not self._started_alive(service, host):
                 tail = self.log_since_start(service, host).strip().splitlines()[-3:]
                 raise LabError(f"stand-in supervisor {service} on {host} exited: {tail}")
             return False
