@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
@@ -45,7 +45,8 @@ log = logging.getLogger("dbha.executor")
 
 
 class VipControl(Protocol):
-    def acquire(self) -> object: ...
+    def probe_ahead(self) -> Any: ...
+    def acquire(self, ahead: Any = None) -> object: ...
     def release(self) -> bool: ...
 
 
@@ -106,6 +107,7 @@ class Executor:
     def __init__(self, parts: Parts, timeouts: Timeouts) -> None:
         self.parts = parts
         self.t = timeouts
+        self._ahead: Any = None
 
     def run(self, actions: tuple[Action, ...], deadline: float | None = None) -> Outcome:
         """Run ``actions`` in order until one fails. With ``deadline`` (monotonic), no
@@ -113,6 +115,9 @@ class Executor:
         renew its lease before the lease keeper fences it; what failed is tried again
         at the next tick."""
         persisted: NodeState | None = None
+        # The VIP's ARP probe listens for a while: start it now, so that it overlaps
+        # the actions before AcquireVip (a promotion) rather than following them.
+        self._ahead = self._probe_ahead(actions)
         for i, action in enumerate(actions):
             started = time.monotonic()
             try:
@@ -130,6 +135,15 @@ class Executor:
             elif not isinstance(action, Notify):
                 log.info("%s done in %.3fs", _name(action), time.monotonic() - started)
         return Outcome(True, len(actions), persisted=persisted)
+
+    def _probe_ahead(self, actions: tuple[Action, ...]) -> Any:
+        if not any(isinstance(a, AcquireVip) for a in actions):
+            return None
+        try:
+            return self.parts.vip.probe_ahead()
+        except DbhaError as exc:  # AcquireVip probes again itself, and says why it fails
+            log.debug("ARP probe ahead not started: %s", exc)
+            return None
 
     def _budget(self, action: Action) -> float:
         t = self.t
@@ -176,7 +190,8 @@ class Executor:
             case Unfence():
                 p.driver.unfence(timeout)
             case AcquireVip():
-                p.vip.acquire()
+                ahead, self._ahead = self._ahead, None  # a retry probes afresh
+                p.vip.acquire(ahead)
             case ReleaseVip():
                 p.vip.release()
             case WaitReplayed():

@@ -32,6 +32,17 @@ from dbha.garp import Announcement, ArpError, Garp
 from dbha.ifaddr import AddrError, AddrReader
 
 DEFAULT_PROBE_TIMEOUT = 0.2  # seconds a DAD probe listens; a LAN answers within a millisecond
+AHEAD_FRESH = 1.0  # seconds a probe made ahead (see Vip.probe_ahead) still counts
+
+
+class ProbeAhead:
+    """An ARP probe started before ``acquire`` needs it (see :meth:`Vip.probe_ahead`)."""
+
+    def __init__(self) -> None:
+        self.finished = threading.Event()
+        self.other: str | None = None
+        self.error: ArpError | None = None
+        self.done_at = 0.0
 
 
 class VipError(DbhaError):
@@ -216,15 +227,50 @@ class Vip:
             raise VipError(str(exc)) from exc
         return VipHolder(self.ip, here, other)
 
-    def acquire(self) -> Acquired:
-        """Probe, add, verify, announce. See the class contract."""
+    def probe_ahead(self) -> ProbeAhead | None:
+        """Start the ARP probe that ``acquire`` will need, on a thread, so that it
+        overlaps the steps before it (a promotion's wait_replayed and promote) instead
+        of adding its whole listening time after them. None when we hold the VIP."""
+        with self._lock:
+            if self._present():
+                return None
+        ahead = ProbeAhead()
+
+        def work() -> None:
+            try:
+                ahead.other = self.garp.probe(self.ip, timeout=self.probe_timeout)
+            except ArpError as exc:
+                ahead.error = exc
+            finally:
+                ahead.done_at = time.monotonic()
+                ahead.finished.set()
+
+        threading.Thread(target=work, name="dbha-arp-probe", daemon=True).start()
+        return ahead
+
+    def _probe(self, ahead: ProbeAhead | None) -> str | None:
+        """The other MAC answering for the VIP: from ``ahead`` when it finished less
+        than AHEAD_FRESH ago (waiting for it if it still listens), else probed now."""
+        if (
+            ahead is not None
+            and ahead.finished.wait(self.probe_timeout + AHEAD_FRESH)
+            and time.monotonic() - ahead.done_at < AHEAD_FRESH
+        ):
+            if ahead.error is not None:
+                raise VipError(str(ahead.error)) from ahead.error
+            return ahead.other
+        try:
+            return self.garp.probe(self.ip, timeout=self.probe_timeout)
+        except ArpError as exc:
+            raise VipError(str(exc)) from exc
+
+    def acquire(self, ahead: ProbeAhead | None = None) -> Acquired:
+        """Probe (or take the result of ``ahead``), add, verify, announce. See the
+        class contract."""
         with self._lock:
             added = False
             if not self._present():
-                try:
-                    other = self.garp.probe(self.ip, timeout=self.probe_timeout)
-                except ArpError as exc:
-                    raise VipError(str(exc)) from exc
+                other = self._probe(ahead)
                 if other is not None:
                     raise VipConflict(str(self.address), self.interface, other)
                 self._change("add")

@@ -181,7 +181,7 @@ def cmd_vip(a: argparse.Namespace) -> int:
             emit("ready", mac=vip.garp.mac)
             if a.action == "add":
                 t0 = time.monotonic()
-                acq = vip.acquire()
+                acq = vip.acquire(vip.probe_ahead() if a.ahead else None)
                 emit(
                     "vip",
                     action="add",
@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     vp.add_argument("--iface", default="eth0")
     vp.add_argument("--count", type=int, default=3)
     vp.add_argument("--interval-ms", type=int, default=200)
+    vp.add_argument("--ahead", action="store_true", help="add: probe ahead on a thread first")
 
     cl = sub.add_parser("client")
     cl.add_argument("--address", required=True)

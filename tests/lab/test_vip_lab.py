@@ -95,16 +95,17 @@ def test_vip_moves_from_a_to_b_and_the_client_follows(vip_lab: Lab) -> None:
 
 
 def test_adding_a_vip_another_host_holds_is_refused(vip_lab: Lab) -> None:
-    """a holds the VIP; b's add is refused by the ARP probe, naming a's MAC, and b
-    does not configure the address."""
+    """a holds the VIP; b's add is refused by the ARP probe (made at once or ahead),
+    naming a's MAC, and b does not configure the address."""
     lab = vip_lab
     mac_a = mac_of(lab, "a")
     assert vip(lab, "a", "add").of("vip")[0]["holds"]
-    refused = vip(lab, "b", "add")
-    assert refused.proc.returncode == 3
-    err = refused.of("error")[0]
-    assert err["kind"] == "VipConflict" and err["mac"] == mac_a
-    assert mac_a in err["error"]
+    for extra in ((), ("--ahead",)):  # the probe made ahead of a promotion too
+        refused = vip(lab, "b", "add", *extra)
+        assert refused.proc.returncode == 3
+        err = refused.of("error")[0]
+        assert err["kind"] == "VipConflict" and err["mac"] == mac_a
+        assert mac_a in err["error"]
     on_b = vip(lab, "b", "holder").of("vip")[0]
     assert on_b["here"] is False and on_b["other_mac"] == mac_a
     again = vip(lab, "a", "add").of("vip")[0]  # idempotent on the holder

@@ -35,7 +35,13 @@ class Vip:
     calls: int = 0
     held: bool = False
 
-    def acquire(self) -> object:
+    aheads: list[object] = field(default_factory=list)  # what each acquire was given
+
+    def probe_ahead(self) -> object:
+        return ("ahead", self.calls)
+
+    def acquire(self, ahead: object = None) -> object:
+        self.aheads.append(ahead)
         self.calls += 1
         if self.calls <= self.fail_first:
             raise DbhaError("netlink busy")
@@ -106,6 +112,16 @@ def test_idempotent_actions_are_retried_within_their_budget(world: World) -> Non
     world.vip.fail_first = 2
     out = world.executor("a").run((ACQUIRE_VIP,))
     assert out.ok and world.vip.calls == 3
+
+
+def test_the_vip_probe_starts_ahead_and_a_retry_probes_afresh(world: World) -> None:
+    """The ARP probe is started before the first action (so it overlaps a promotion)
+    and handed to the first AcquireVip only; its retries probe again themselves."""
+    world.vip.fail_first = 1
+    out = world.executor("a").run((Notify("x", "y"), ACQUIRE_VIP))
+    assert out.ok and world.vip.aheads == [("ahead", 0), None]
+    assert world.executor("a").run((Notify("x", "y"),)).ok
+    assert world.vip.aheads == [("ahead", 0), None]  # no AcquireVip: no probe
 
 
 def test_fence_then_unfence_on_the_fake(world: World) -> None:
