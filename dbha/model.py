@@ -366,6 +366,9 @@ class Decision(NamedTuple):
     human line logged for it. ``lease_until`` is handed to the lease keeper: the
     local time until which this node may hold a writable database and the VIP
     (None: not at all). ``answer`` replies to the observation's operator request.
+    ``wake_at``: the earliest time a condition this decision waits on can change
+    (a replica waiting out its peer's deadline), so the loop can tick right then
+    rather than at its next period; a hint, never needed for safety.
     """
 
     next_state: NodeState
@@ -374,3 +377,4 @@ class Decision(NamedTuple):
     reason: str
     lease_until: float | None = None
     answer: str | None = None
+    wake_at: float | None = None

@@ -60,12 +60,16 @@ log = logging.getLogger("dbha")
 SAFETY_ARMED_FOR = 2.0
 # Safety checks in flight at once while the peer is silent (see _safety_loop).
 SAFETY_IN_FLIGHT = 3
+# How often an idle safety thread looks at the heartbeat itself (seconds).
+SAFETY_IDLE_POLL = 0.5
 # Actions after which the local database's status must be probed again at once.
 _CHANGES_DB = (Fence, Unfence, Promote, Follow, Rejoin, SetSynchronous)
 # Roles that serve writes under a lease.
 SERVING_ROLES = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 # A serving node's actions stop this long before its lease ends (seconds).
 LEASE_MARGIN = 0.1
+# A tick asked for at a wait's end (Decision.wake_at) runs this long after it.
+WAKE_SLACK = 0.002
 # An operator's request must be taken by the loop within this (seconds).
 REQUEST_TAKEN_WITHIN = 10.0
 # An alert that stays on is logged again this often (seconds).
@@ -284,11 +288,17 @@ class Supervisor:
         try:
             next_tick = time.monotonic()
             while not self._stop.is_set():
-                self.tick()
+                d = self.tick()
                 next_tick += self.interval
-                delay = next_tick - time.monotonic()
+                now = time.monotonic()
+                delay = next_tick - now
                 if delay < 0:  # a slow tick: do not try to catch up in a burst
-                    next_tick, delay = time.monotonic(), 0.0
+                    next_tick, delay = now, 0.0
+                if d.wake_at is not None and now < d.wake_at < now + delay:
+                    # a wait ends before the next tick: tick then (just after, so
+                    # the condition holds), and keep the period from there
+                    delay = d.wake_at - now + WAKE_SLACK
+                    next_tick = now + delay
                 self._stop.wait(delay)
         finally:
             self.stop()
@@ -431,7 +441,9 @@ class Supervisor:
         while not self._stop.is_set():
             now = time.monotonic()
             if not (self.heartbeat.snapshot(now).peer_silent or now < self._safety_armed_until):
-                self._safety_wake.wait(self.interval)
+                # idle: the core's request (RunSafetyCheck) sets the event at once;
+                # this poll is only the backstop for a loop too busy to ask
+                self._safety_wake.wait(max(self.interval, SAFETY_IDLE_POLL))
                 self._safety_wake.clear()
                 continue
             if slots.acquire(timeout=self.interval):

@@ -164,6 +164,7 @@ def decide(state: NodeState, obs: Observation, cfg: Config) -> Decision:
             d.reason + SAFETY_NOTE,
             d.lease_until,
             d.answer,
+            d.wake_at,
         )
     return d
 

@@ -71,7 +71,19 @@ def _replica(p: Params, state: NodeState, obs: Observation) -> Decision:
     why = _failover_blocker_auto(p, state, obs)
     if why is None:
         return _promotion(p, state, obs, "failover-promote", f"{p.peer} is silent and dead", True)
-    return _d(state, "failover-blocked", f"{p.peer} is silent; not promoting: {why}")
+    blocked = _d(state, "failover-blocked", f"{p.peer} is silent; not promoting: {why}")
+    return blocked._replace(wake_at=_waits_end(p, state, obs))
+
+
+def _waits_end(p: Params, state: NodeState, obs: Observation) -> float | None:
+    """When the two waits of a unilateral promotion, (c) the peer's deadline after
+    its last beat and a deadline of unreachable database, both end (None: a run of
+    peer_dead verdicts has not begun, or both have ended)."""
+    ref = obs.peer.heard_at if obs.peer.heard_at is not None else state.since
+    if ref is None or state.dead_since is None:
+        return None
+    end = max(ref + p.deadline, state.dead_since + p.deadline + p.safety_timeout)
+    return end if end > obs.now else None
 
 
 def _handover_blocker(p: Params, state: NodeState, obs: Observation, last: Announce) -> str | None:

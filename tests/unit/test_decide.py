@@ -1175,3 +1175,26 @@ def test_every_table_row_has_a_case() -> None:
 
     seen = {c[4] for c in CASES} | {"epoch-tie"}
     assert {r.rule for r in TABLE} - seen == set()
+
+
+def test_a_replica_waiting_out_the_deadlines_says_when_they_end() -> None:
+    """wake_at is the later end of the two waits (the deadline after the last beat,
+    a deadline plus the safety timeout of peer_dead verdicts); a decision at that
+    moment promotes. Before a run of verdicts begins, there is no such time."""
+    timeout = CFG["async"].safety.timeout_ms / 1000
+    state = st(R.REPLICA, dead_since=NOW - 0.2)
+    peer = silent(PRIMARY_PEER, ago=0.4, echo_ago=0.5)
+    d = decide(state, obs(replica_db(), peer, safety=DEAD, lag_units=0), CFG["async"])
+    assert d.rule == "failover-blocked"
+    assert d.wake_at == pytest.approx(NOW - 0.2 + D + timeout)
+    later = obs(replica_db(), peer, safety=DEAD, lag_units=0)._replace(
+        now=d.wake_at + 0.001,
+        safety=SafetyView(Verdict.PEER_DEAD, d.wake_at - 0.05),
+    )
+    assert decide(d.next_state, later, CFG["async"]).rule == "failover-promote"
+    none_yet = decide(
+        st(R.REPLICA, dead_since=None), obs(replica_db(), peer, lag_units=0), CFG["async"]
+    )
+    assert none_yet.rule == "failover-blocked" and none_yet.wake_at is None
+    following = decide(st(R.REPLICA), obs(replica_db(), heard(PRIMARY_PEER)), CFG["async"])
+    assert following.rule == "replica-follow" and following.wake_at is None
