@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import socket
 import stat
 import threading
@@ -40,6 +41,8 @@ log = logging.getLogger("dbha.control")
 
 MAX_MESSAGE = 256 * 1024
 IO_TIMEOUT = 5.0
+# How often an idle accept loop looks at its stop flag (seconds).
+ACCEPT_POLL = 2.0
 
 Handler = Callable[[dict[str, Any], str], dict[str, Any]]  # (request, origin) -> reply
 
@@ -97,15 +100,19 @@ class _Server:
         self._socks: list[socket.socket] = []
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._wake_r, self._wake_w = os.pipe()
 
     def _serve(self, lsock: socket.socket, origin: str) -> None:
-        lsock.settimeout(0.2)
+        lsock.settimeout(0.2)  # accept() only runs once select() saw a connection
         while not self._stop.is_set():
             try:
+                ready, _, _ = select.select([lsock.fileno(), self._wake_r], [], [], ACCEPT_POLL)
+                if lsock.fileno() not in ready:
+                    continue  # stop() wrote to the wake pipe, or nothing came
                 conn, _ = lsock.accept()
             except TimeoutError:
                 continue
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a socket closed under select()
                 return
             # One short exchange per connection; a thread each keeps a slow
             # client from holding the door shut.
@@ -140,11 +147,16 @@ class _Server:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")  # wakes every accept loop's select()
         for t in self._threads:
             t.join(timeout)
         for s in self._socks:
             with contextlib.suppress(OSError):
                 s.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class LocalControlServer(_Server):
