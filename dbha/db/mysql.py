@@ -20,6 +20,7 @@ import contextlib
 import logging
 import threading
 import time
+from pathlib import Path
 
 from dbha import proc
 from dbha.db import gtid, mysqlrejoin, relaylog, tcpkill
@@ -376,16 +377,18 @@ class MysqlDriver:
         """Stop receiving (what was received stays in the relay log). A semi-synchronous
         MariaDB receiver whose upstream is dead first connects to the upstream to end
         its dump thread, and STOP waits for that attempt: 2 s (measured 2.01 s). While
-        the STOP runs past a short grace, this host's TCP connections to the upstream's
-        port are ended (``ss -K``), which fails that attempt at once; where the kernel
-        or the tool cannot, the STOP merely takes its time."""
+        the STOP runs past a short grace, the server's own TCP connections to the
+        upstream's port are ended (``ss -K``; only a local server's, found by its pid
+        file), which fails that attempt at once; where that cannot be done, the STOP
+        merely takes its time."""
+        pid = _server_pid(s)
         done = threading.Event()
 
         def unblock() -> None:
-            if done.wait(RECEIVER_STOP_GRACE) or rep.source_port is None:
+            if done.wait(RECEIVER_STOP_GRACE) or pid is None or rep.source_port is None:
                 return
             while True:
-                tcpkill.end_connections(rep.source_host, rep.source_port, timeout=1.0)
+                tcpkill.end_connections(pid, rep.source_host, rep.source_port, timeout=1.0)
                 if done.wait(RECEIVER_STOP_GRACE):
                     return
 
@@ -555,3 +558,16 @@ class MysqlDriver:
         if candidate.engine != reference.engine:
             return False
         return gtid.covers(candidate.engine, candidate.gtid, reference.gtid)
+
+
+def _server_pid(s: Session) -> int | None:
+    """The server's process id when it runs on this host (its pid file readable here
+    and naming a live mysqld/mariadbd), else None."""
+    try:
+        row = s.one("SELECT @@pid_file AS f")
+        path = Path(str(row["f"])) if row is not None else None
+        pid = int(path.read_text().split()[0]) if path is not None else 0
+        comm = Path(f"/proc/{pid}/comm").read_text().strip() if pid > 0 else ""
+    except (DbError, OSError, ValueError, IndexError):
+        return None
+    return pid if comm in ("mariadbd", "mysqld") else None
