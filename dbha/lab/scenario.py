@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,12 +125,14 @@ def run(
     expect_takeover: bool,
     observe: float = 6.0,
     before_heal: Callable[[], object] | None = None,
+    client_args: Sequence[str] = (),
 ) -> Outcome:
     """Run one scenario. With ``expect_takeover``, wait (bounded) until the replica
     acknowledges writes; otherwise watch the client for ``observe`` seconds. Then
-    call ``before_heal`` (checks of the faulted state), heal, wait for writes."""
+    call ``before_heal`` (checks of the faulted state), heal, wait for writes.
+    ``client_args`` go to the client (e.g. its timeouts)."""
     svc = topo.SERVICES[service]
-    client = cl.start_client(lab, service, out, 240)
+    client = cl.start_client(lab, service, out, 240, extra=client_args)
     heal_at = fault_at = 0.0
     with VipWatch(lab, service) as watch:
         try:

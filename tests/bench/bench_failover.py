@@ -5,6 +5,7 @@ Run as root from the repository root (it builds and removes its own lab, prefix
 
     .venv/bin/python -m tests.bench.bench_failover [--runs 5] [--profile default|fast]
                                                   [--async] [--faults kill-host,kill-db,stop-db]
+                                                  [--client-timeouts STATEMENT,CONNECT]
 
 A lab with dbha supervisors on both hosts (synchronous replication unless
 --async), the client in host c writing through each service's VIP. For each
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dbha.errors import DbhaError
+from dbha.lab import client as cl
 from dbha.lab import scenario
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab
@@ -60,7 +62,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--async", dest="sync", action="store_false")
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--services", default=",".join(topo.SERVICES))
+    ap.add_argument(
+        "--client-timeouts",
+        metavar="STATEMENT,CONNECT",
+        help="the client's bounds in seconds (default "
+        f"{cl.STATEMENT_TIMEOUT:g},{cl.CONNECT_TIMEOUT:g}): it cannot see a write "
+        "through again before its in-flight write times out",
+    )
     args = ap.parse_args(argv)
+    client_args: list[str] = []
+    if args.client_timeouts:
+        try:
+            stmt, conn = (float(x) for x in args.client_timeouts.split(","))
+        except ValueError:
+            ap.error("--client-timeouts takes two numbers: STATEMENT,CONNECT")
+        client_args = ["--statement-timeout", f"{stmt:g}", "--connect-timeout", f"{conn:g}"]
     faults = [f for f in args.faults.split(",") if f]
     services = [s for s in args.services.split(",") if s]
     if not 1 <= args.runs <= 50 or not set(faults) <= set(FAULTS):
@@ -82,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                     try:
                         o = scenario.run(
                             lab, service, fault, scenario.primary_fault(lab, service, fault), out,
-                            expect_takeover=True,
+                            expect_takeover=True, client_args=client_args,
                         )  # fmt: skip
                     except DbhaError as exc:
                         bad.append(f"{key} run {i + 1}: {exc}")
@@ -101,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         "profile": args.profile,
         "sync": args.sync,
         "runs": args.runs,
+        "client_timeouts_s": args.client_timeouts
+        or f"{cl.STATEMENT_TIMEOUT:g},{cl.CONNECT_TIMEOUT:g}",
         "fault_to_first_write_s": {
             k: {
                 "n": len(v),
