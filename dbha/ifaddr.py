@@ -5,7 +5,9 @@ pyroute2 that question costs about 0.4 ms of CPU (an event loop and a generic
 message decoder per call), the largest part of an idle supervisor's tick; one
 RTM_GETADDR dump over a raw NETLINK_ROUTE socket, parsed with ``struct``,
 answers the same question from the same kernel table for a few microseconds.
-:class:`AddrReader` is that reader; :func:`parse_dump` is its pure parser.
+:class:`AddrReader` is that reader (it also listens to the kernel's address
+change announcements, and dumps again only after one, or every REFRESH
+seconds); :func:`parse_dump` is its pure parser.
 
 Bounds and errors: the socket has a receive timeout, a dump is read in a
 bounded number of datagrams, and a dump the kernel marks as interrupted (the
@@ -22,6 +24,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 from dbha.errors import DbhaError
@@ -35,7 +38,10 @@ NLM_F_REQUEST, NLM_F_MULTI, NLM_F_DUMP_INTR, NLM_F_DUMP = 0x1, 0x2, 0x10, 0x300
 IFA_ADDRESS = 1
 AF_INET = 2
 
+RTMGRP_IPV4_IFADDR = 0x10  # the multicast group told of every IPv4 address change
+
 TIMEOUT = 1.0  # seconds one receive may wait for the kernel
+REFRESH = 2.0  # seconds a cached answer is kept even when no change was announced
 MAX_DATAGRAMS = 256  # datagrams one dump may take (a host with thousands of addresses)
 TRIES = 3  # dumps read again when the kernel says one was interrupted
 
@@ -118,33 +124,54 @@ def parse_dump(data: bytes, seq: int, index: int) -> Chunk:
 
 
 class AddrReader:
-    """One NETLINK_ROUTE socket, opened in the caller's network namespace, that
-    lists the IPv4 addresses of one interface. Thread-safe; ``close`` is
-    idempotent."""
+    """NETLINK_ROUTE sockets, opened in the caller's network namespace, that list
+    the IPv4 addresses of one interface: one dumps the table, one listens to the
+    kernel's announcements of address changes. A dump's answer is kept until a
+    change is announced (or the announcements overflowed), and at most REFRESH
+    seconds, so that the question asked every tick usually costs one receive
+    that finds nothing. Thread-safe; ``close`` is idempotent."""
 
     def __init__(self, index: int, timeout: float = TIMEOUT) -> None:
         self.index = index
         self._lock = threading.Lock()
         self._seq = itertools.count(1)
+        self._cached: tuple[str, ...] | None = None
+        self._cached_at = 0.0
+        self._sock = _netlink(0, timeout)
         try:
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        except OSError as exc:
-            raise AddrError(f"cannot open netlink: {exc.strerror or exc}") from exc
-        try:
-            self._sock.bind((0, 0))
-            self._sock.settimeout(timeout)
-        except OSError as exc:
+            # Listening starts before the first dump: no change can fall between.
+            self._watch = _netlink(RTMGRP_IPV4_IFADDR, None)
+        except AddrError:
             self._sock.close()
-            raise AddrError(f"cannot open netlink: {exc.strerror or exc}") from exc
+            raise
 
     def addresses(self) -> tuple[str, ...]:
         """The interface's IPv4 addresses now. Raises AddrError."""
         with self._lock:
+            changed = self._changed()
+            now = time.monotonic()
+            if self._cached is not None and not changed and now - self._cached_at < REFRESH:
+                return self._cached
+            self._cached = None
             for _ in range(TRIES):
                 got = self._dump()
                 if got is not None:
+                    self._cached, self._cached_at = got, now
                     return got
         raise AddrError(f"netlink: the address dump was interrupted {TRIES} times")
+
+    def _changed(self) -> bool:
+        """Drain the announcements; True when any came (or some were lost)."""
+        got = False
+        for _ in range(MAX_DATAGRAMS):
+            try:
+                self._watch.recv(1 << 16)
+            except BlockingIOError:
+                return got
+            except OSError:  # ENOBUFS: announcements overflowed and were lost
+                return True
+            got = True
+        return True  # still more: treat as changed
 
     def _dump(self) -> tuple[str, ...] | None:
         seq = next(self._seq) & 0xFFFFFFFF
@@ -164,3 +191,23 @@ class AddrReader:
 
     def close(self) -> None:
         self._sock.close()
+        self._watch.close()
+
+
+def _netlink(groups: int, timeout: float | None) -> socket.socket:
+    """A NETLINK_ROUTE socket bound to ``groups``; blocking with ``timeout``, or
+    non-blocking when it is None."""
+    try:
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    except OSError as exc:
+        raise AddrError(f"cannot open netlink: {exc.strerror or exc}") from exc
+    try:
+        sock.bind((0, groups))
+        if timeout is None:
+            sock.setblocking(False)
+        else:
+            sock.settimeout(timeout)
+    except OSError as exc:
+        sock.close()
+        raise AddrError(f"cannot open netlink: {exc.strerror or exc}") from exc
+    return sock

@@ -5,9 +5,13 @@ with pyroute2's answer for the loopback interface."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 
 import pytest
 from pyroute2 import IPRoute
@@ -128,3 +132,34 @@ def test_the_kernel_agrees_with_pyroute2_on_loopback() -> None:
         assert nobody.addresses() == ()
     finally:
         nobody.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_a_change_is_seen_at_once_not_after_the_cache_ends() -> None:
+    """In a private network namespace (nothing outside it changes): an address
+    added or removed is in the very next answer, though answers are cached."""
+    script = (
+        "import subprocess, socket\n"
+        "from dbha import ifaddr\n"
+        "ifaddr.REFRESH = 3600.0\n"
+        "r = ifaddr.AddrReader(socket.if_nametoindex('lo'))\n"
+        "ip = lambda *a: subprocess.run(['ip', *a], check=True, timeout=10)\n"
+        "before = r.addresses()\n"
+        "again = r.addresses()\n"
+        "ip('addr', 'add', '198.18.255.1/32', 'dev', 'lo')\n"
+        "added = r.addresses()\n"
+        "ip('addr', 'del', '198.18.255.1/32', 'dev', 'lo')\n"
+        "removed = r.addresses()\n"
+        "print(before, again, added, removed, sep='|')\n"
+    )
+    out = subprocess.run(
+        ["unshare", "--net", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout.strip()
+    before, again, added, removed = out.split("|")
+    assert before == again
+    assert "198.18.255.1" in added and "198.18.255.1" not in before
+    assert "198.18.255.1" not in removed
