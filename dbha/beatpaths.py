@@ -162,6 +162,8 @@ class PathSet:
     def advance(self, now: float) -> tuple[PathSet, tuple[PathEvent, ...]]:
         """Let time pass until ``now`` on every path; return the transitions, oldest first."""
         moved = [t.advance(now) for t in self.trackers]
+        if not any(ev for _, ev in moved):
+            return self, ()  # nothing went down: the same set (asked every tick and wake-up)
         return self._with([t for t, _ in moved], [e for _, ev in moved for e in ev])
 
     def on_beat(self, path: str, now: float) -> tuple[PathSet, tuple[PathEvent, ...]]:

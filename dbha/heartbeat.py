@@ -75,6 +75,8 @@ class PathConfig:
 SENT_TIMES_KEPT = 512
 # The receiver's longest wait for a datagram before it looks at the clock (seconds).
 RECV_IDLE_WAIT = 0.25
+# What snapshot(counters=False) carries instead of the tallies.
+NO_COUNTERS = DropCounters.of((), {}, {}, {}, {})
 
 
 @dataclass(frozen=True)
@@ -244,10 +246,12 @@ class HeartbeatService:
         with self._lock:
             self._status = status
 
-    def snapshot(self, now: float | None = None) -> HeartbeatSnapshot:
+    def snapshot(self, now: float | None = None, *, counters: bool = True) -> HeartbeatSnapshot:
         """An immutable view at ``now`` (default: the service's monotonic clock).
 
         Every transition the view reflects is already queued for ``drain_events``.
+        ``counters=False`` leaves the tallies out (an empty DropCounters): copying
+        them was the largest part of a supervisor tick, which never reads them.
         """
         with self._lock:
             real = self._clock()
@@ -273,7 +277,9 @@ class HeartbeatService:
                 eligible_at=self._eligible_at,
                 counters=DropCounters.of(
                     self._cfg, self._drops, self._accepted, self._sent, self._send_errors
-                ),
+                )
+                if counters
+                else NO_COUNTERS,
                 events_lost=self._events_lost,
             )
 

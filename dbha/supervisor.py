@@ -231,6 +231,7 @@ class Supervisor:
             [(str(p.local_address), p.port) for p in hb.paths], self.key, self._handle
         )
         self._ready = False
+        self._sd = sdnotify.enabled()  # NOTIFY_SOCKET does not change while we run
         self._started_at = time.monotonic()
         self._alerts: dict[str, tuple[str, float]] = {}  # name -> (text, last logged)
         self._refusing_since: float | None = None
@@ -310,7 +311,7 @@ class Supervisor:
 
     def observe(self, request: Request | None = None) -> Observation:
         now = time.monotonic()
-        snap = self.heartbeat.snapshot(now)
+        snap = self.heartbeat.snapshot(now, counters=False)  # status() reads counters
         peer = adapt.peer_view(snap)
         probed = self.observer.latest_probe(now)
         local, probe_at = probed or (DbStatus.unreachable("not probed yet"), None)
@@ -440,7 +441,8 @@ class Supervisor:
         slots = threading.BoundedSemaphore(SAFETY_IN_FLIGHT)
         while not self._stop.is_set():
             now = time.monotonic()
-            if not (self.heartbeat.snapshot(now).peer_silent or now < self._safety_armed_until):
+            silent = self.heartbeat.snapshot(now, counters=False).peer_silent
+            if not (silent or now < self._safety_armed_until):
                 # idle: the core's request (RunSafetyCheck) sets the event at once;
                 # this poll is only the backstop for a loop too busy to ask
                 self._safety_wake.wait(max(self.interval, SAFETY_IDLE_POLL))
@@ -543,6 +545,8 @@ class Supervisor:
         log.log(level, "event %s%s", event, f": {detail}" if detail else "")
 
     def _next_request(self) -> _Pending | None:
+        if self._requests.empty():  # the usual case, without raising queue.Empty
+            return None
         try:
             return self._requests.get_nowait()
         except queue.Empty:
@@ -578,7 +582,7 @@ class Supervisor:
                 )
 
     def _systemd(self, obs: Observation) -> None:
-        if not sdnotify.enabled():
+        if not self._sd:
             return
         if not self._ready:
             # Ready once it has a view of both nodes: the local database probed, and
