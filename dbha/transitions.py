@@ -387,8 +387,8 @@ TABLE: tuple[Row, ...] = (
     _row(
         "primary-sync-fallback",
         R.PRIMARY,
-        "sync mode (fallback/arbiter): the replica gone for three deadlines, our safety "
-        "check passes",
+        "sync mode (fallback/arbiter): the replica gone for three deadlines, or heard "
+        "needing a resync; our safety check passes",
         SAME,
         "ArbiterMark? PersistState SetSynchronous Notify",
         "persist and announce the replica-not-in-sync mark before acknowledging alone",

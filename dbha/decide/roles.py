@@ -248,9 +248,14 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
             if ref is None or (state.since is not None and state.since > ref):
                 ref = state.since
             gone_for = obs.now - ref if ref is not None else 0.0
-            if gone_for >= p.fallback_wait and (
+            # A replica heard saying it needs a resync cannot become eligible again
+            # without a rejoin from us, which brings it our commits and the mark: no
+            # need to wait out the time in which a vanished replica might promote.
+            resyncing = last is not None and not peer.silent and last.needs_resync
+            if (resyncing or gone_for >= p.fallback_wait) and (
                 not peer.silent or _verdict_after_beat(obs, Verdict.PEER_DEAD)
             ):
+                why = "needs a resync" if resyncing else f"gone for {gone_for:.1f} s"
                 marked = replace(state, sync_mark=state.epoch, clear_pos=None)
                 acts: list[Action] = []
                 if p.fallback == "arbiter":
@@ -258,12 +263,12 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
                 acts += [
                     PersistState(marked),
                     SYNC_OFF,
-                    _notify("sync_fallback", f"replica gone for {gone_for:.1f} s"),
+                    _notify("sync_fallback", f"replica {why}"),
                 ]
                 return _d(
                     marked,
                     "primary-sync-fallback",
-                    f"{p.peer} gone for {gone_for:.1f} s: commits no longer wait for it "
+                    f"{p.peer} {why}: commits no longer wait for it "
                     f"(replica-not-in-sync mark at epoch {state.epoch})",
                     acts,
                     lease,

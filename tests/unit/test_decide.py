@@ -1198,3 +1198,26 @@ def test_a_replica_waiting_out_the_deadlines_says_when_they_end() -> None:
     assert none_yet.rule == "failover-blocked" and none_yet.wake_at is None
     following = decide(st(R.REPLICA), obs(replica_db(), heard(PRIMARY_PEER)), CFG["async"])
     assert following.rule == "replica-follow" and following.wake_at is None
+
+
+def test_fallback_at_once_when_the_replica_is_heard_needing_a_resync() -> None:
+    """A primary just promoted (since 0.2 s) whose old primary is heard as fenced and
+    needing a resync falls back without waiting three deadlines: that node cannot
+    become eligible without a rejoin. The same peer, not needing a resync (merely
+    not eligible yet), is waited for; in strict mode nothing falls back."""
+    resyncing = ann(R.FENCED, epoch=0, needs_resync=True, db_reachable=False, position=None)
+    db = primary_db(sync=True)
+    d = decide(
+        st(R.PRIMARY, since=NOW - 0.2), obs(db, heard(resyncing), vip_held=True), CFG["fallback"]
+    )
+    assert d.rule == "primary-sync-fallback" and "needs a resync" in d.reason
+    assert d.next_state.sync_mark == 1 and SetSynchronous(False) in d.actions
+    waiting = ann(R.FENCED, epoch=0, needs_resync=False, db_reachable=False, position=None)
+    d = decide(
+        st(R.PRIMARY, since=NOW - 0.2), obs(db, heard(waiting), vip_held=True), CFG["fallback"]
+    )
+    assert d.rule != "primary-sync-fallback" and d.next_state.sync_mark is None
+    d = decide(
+        st(R.PRIMARY, since=NOW - 0.2), obs(db, heard(resyncing), vip_held=True), CFG["strict"]
+    )
+    assert d.rule != "primary-sync-fallback" and d.next_state.sync_mark is None
