@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 
 
@@ -50,3 +54,43 @@ def ping(
     return ns_exec(
         lab, host, "ping", "-n", "-q", "-c", str(count), "-i", str(interval), "-W", "1", address
     )
+
+
+@contextlib.contextmanager
+def supervised_lab(lab: Lab, suffix: str) -> Iterator[Lab]:
+    """A lab beside the session's (its prefix plus ``suffix``), synchronous, with
+    dbha supervisors on both hosts; torn down when the block ends."""
+    other = Lab(lab.prefix + suffix)
+    try:
+        other.up(sync=True, install=False, supervisors=True)
+        yield other
+    finally:
+        other.down()
+
+
+def as_built(lab: Lab, service: str) -> bool:
+    """The service's pair is as the lab built it: its primary serves, unfenced,
+    alone with the VIP, and the lab reports no problem with it."""
+    svc = topo.SERVICES[service]
+    st = lab.status(proof=False)
+    return (
+        st["services"][service]["primary"] == svc.primary
+        and not st["services"][service]["fenced"]
+        and lab.vip_holders(service) == [svc.primary]
+        and not [p for p in st["problems"] if p.startswith(f"{service}:")]
+    )
+
+
+def supervisor_status(lab: Lab, service: str, host: str) -> dict[str, Any]:
+    """`dbha status --json` run inside ``host`` as an operator there would."""
+    cfg = str(lab.supervisors.paths(service, host).config)
+    res = ns_exec(lab, host, sys.executable, "-m", "dbha", "status", "-c", cfg, "--json")
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def timed(call: Callable[[], object]) -> float:
+    """Seconds ``call()`` took (perf counter)."""
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0

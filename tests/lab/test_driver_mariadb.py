@@ -27,6 +27,7 @@ from dbha.errors import LabError
 from dbha.lab.core import Lab
 from dbha.lab.maria import MariaNode
 from tests.lab.drivers_mysql import mariadb_driver, mariadb_upstream
+from tests.lab.helpers import timed
 
 T = 5.0  # the timeout given to every verb unless a test says otherwise
 SLACK = 10.0  # does-not-hang bound: elapsed <= timeout + SLACK
@@ -465,12 +466,6 @@ class Committer:
             self.done.set()
 
 
-def _timed(call: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    call()
-    return time.perf_counter() - t0
-
-
 def semisync_vars(n: MariaNode) -> dict[str, Any]:
     (row,) = n.query(
         "SELECT @@rpl_semi_sync_master_enabled AS master, @@rpl_semi_sync_slave_enabled AS slave,"
@@ -492,8 +487,8 @@ def test_semisync_commit_waits_without_an_ack_until_sync_is_off(
     na, nb = node(lab, "a"), node(lab, "b")
     ons, offs = [], []
     for _ in range(7):
-        ons.append(_timed(lambda: b.set_synchronous(True, T)))
-        offs.append(_timed(lambda: b.set_synchronous(False, T)))
+        ons.append(timed(lambda: b.set_synchronous(True, T)))
+        offs.append(timed(lambda: b.set_synchronous(False, T)))
     a.follow(mariadb_upstream("b"), T)
     assert semisync_vars(na)["slave"] == 1 and semisync_vars(na)["master"] == 0
     for _ in range(2):
@@ -510,7 +505,7 @@ def test_semisync_commit_waits_without_an_ack_until_sync_is_off(
     wait_for(lambda: (b.probe(T).sync_waiting or 0) >= 1, 10, "the commit counted as waiting")
     st = b.probe(T)
     assert st.sync_replication and st.error is None, st  # still waiting: no fallback
-    released = _timed(lambda: b.set_synchronous(False, T))
+    released = timed(lambda: b.set_synchronous(False, T))
     assert commit.done.wait(30), "the commit still waits after set_synchronous(False)"
     assert commit.error is None, commit.error
     st = b.probe(T)

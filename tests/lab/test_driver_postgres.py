@@ -26,6 +26,7 @@ from dbha.db.postgres import PostgresDriver
 from dbha.lab.core import Lab
 from dbha.lab.pg import PgNode
 from tests.lab.drivers import pg_driver, pg_upstream
+from tests.lab.helpers import timed
 
 T = 30.0  # verb timeout
 HUNG = 3.0
@@ -310,12 +311,6 @@ class Committer:
             self.done.set()
 
 
-def _timed(call: Callable[[], None]) -> float:
-    t0 = time.perf_counter()
-    call()
-    return time.perf_counter() - t0
-
-
 def test_sync_commit_waits_for_the_gone_standby_until_sync_is_off(pg: Pg) -> None:
     """Strict mode after the standby is gone: with synchronous commit on, b stopped,
     a commit on a does not return, and the probe counts one session waiting for the
@@ -324,8 +319,8 @@ def test_sync_commit_waits_for_the_gone_standby_until_sync_is_off(pg: Pg) -> Non
     The time set_synchronous takes is printed (median of 7 on/off pairs)."""
     ons, offs = [], []
     for _ in range(7):
-        ons.append(_timed(lambda: pg.a.set_synchronous(True, T)))
-        offs.append(_timed(lambda: pg.a.set_synchronous(False, T)))
+        ons.append(timed(lambda: pg.a.set_synchronous(True, T)))
+        offs.append(timed(lambda: pg.a.set_synchronous(False, T)))
     for _ in range(2):
         pg.a.set_synchronous(True, T)
         assert sql(pg.node_a, "SHOW synchronous_standby_names") == SYNC_NAMES
@@ -337,7 +332,7 @@ def test_sync_commit_waits_for_the_gone_standby_until_sync_is_off(pg: Pg) -> Non
     assert not commit.done.wait(1.0), commit.error
     until(lambda: (pg.a.probe(5).sync_waiting or 0) >= 1, "the commit counted as waiting")
     assert pg.a.probe(5).sync_replication
-    released = _timed(lambda: pg.a.set_synchronous(False, T))
+    released = timed(lambda: pg.a.set_synchronous(False, T))
     assert commit.done.wait(30), "the commit still waits after set_synchronous(False)"
     assert commit.error is None, commit.error
     assert not any("synchronous replication" in n for n in commit.notices), commit.notices

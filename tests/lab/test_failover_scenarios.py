@@ -11,14 +11,12 @@ writable node. Times are printed and recorded, never asserted.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -29,7 +27,7 @@ from dbha.lab import scenario as scenarios
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from dbha.lab.wait import wait_until
-from tests.lab.helpers import ns_exec
+from tests.lab.helpers import as_built, ns_exec, supervised_lab, supervisor_status
 
 SERVICES = list(topo.SERVICES)
 RecordProperty = Callable[[str, object], None]
@@ -38,22 +36,8 @@ RecordProperty = Callable[[str, object], None]
 @pytest.fixture(scope="module")
 def slab(lab: Lab) -> Iterator[Lab]:
     """A second lab, synchronous, with dbha supervisors on both hosts."""
-    other = Lab(lab.prefix + "f")
-    try:
-        other.up(sync=True, install=False, supervisors=True)
+    with supervised_lab(lab, "f") as other:
         yield other
-    finally:
-        other.down()
-
-
-def _as_built(lab: Lab, service: str) -> bool:
-    svc = topo.SERVICES[service]
-    st = lab.status()["services"][service]
-    return (
-        st["primary"] == svc.primary
-        and not st.get("fenced")
-        and lab.vip_holders(service) == [svc.primary]
-    )
 
 
 @pytest.fixture
@@ -61,7 +45,7 @@ def pair(slab: Lab) -> Iterator[Lab]:
     """The scenario lab with both pairs as built (rebuilt if a scenario moved them)."""
     slab.heal()
     for service in SERVICES:
-        if not _as_built(slab, service):
+        if not as_built(slab, service):
             slab.rebuild_service(service)
             continue
         try:  # a replica-not-in-sync mark left by the last scenario clears once it caught up
@@ -76,7 +60,7 @@ def pair(slab: Lab) -> Iterator[Lab]:
 
 
 def _mark(lab: Lab, service: str) -> int | None:
-    mark = _sup_status(lab, service, topo.SERVICES[service].primary)["local"]["sync_mark"]
+    mark = supervisor_status(lab, service, topo.SERVICES[service].primary)["local"]["sync_mark"]
     return None if mark is None else int(mark)
 
 
@@ -88,14 +72,6 @@ def _print_logs(lab: Lab, lines: int = 30) -> None:
             text = lab.supervisors.log_since_start(service, host).splitlines()
             shown = [t for t in text if not t.endswith(quiet)][-lines:]
             print(f"--- {service} supervisor on {host}:", *shown, sep="\n")
-
-
-def _sup_status(lab: Lab, service: str, host: str) -> dict[str, Any]:
-    """`dbha status --json` run inside ``host`` as an operator there would."""
-    cfg = str(lab.supervisors.paths(service, host).config)
-    res = ns_exec(lab, host, sys.executable, "-m", "dbha", "status", "-c", cfg, "--json")
-    assert res.returncode == 0, res.stderr
-    return dict(json.loads(res.stdout))
 
 
 def _common(o: scenarios.Outcome, record_property: RecordProperty) -> None:
@@ -227,7 +203,7 @@ def test_6_the_isolated_primary_fences_itself_and_the_replica_takes_over(
     assert svc.primary in o.verdict.fenced  # the old one: fenced, out of the pair
 
     def resync_needed() -> bool:
-        return bool(_sup_status(pair, service, svc.primary)["local"]["needs_resync"])
+        return bool(supervisor_status(pair, service, svc.primary)["local"]["needs_resync"])
 
     wait_until(resync_needed, 10.0, f"{svc.primary} to say it needs a resync")
     primaries = [
@@ -289,7 +265,7 @@ def test_7_a_replica_behind_the_primary_does_not_promote_until_an_operator_force
         assert "not in sync" in log or "has not confirmed hearing" in log, log[-3000:]
         assert not [a for a in cl.read_log(out).acks if a.t > dead_at]  # nobody serves
         assert pair.vip_holders(service) in ([], [svc.primary])  # a's links are down
-        st = _sup_status(pair, service, svc.replica)["local"]
+        st = supervisor_status(pair, service, svc.replica)["local"]
         assert st["role"] == "replica" and "failover_refused" in st["alerts"], st
 
         res = _force_failover(pair, service, svc.replica)

@@ -15,7 +15,6 @@ and ``Supervisor._handle``, which replies ``ok`` to every request it took).
 
 from __future__ import annotations
 
-import json
 import secrets
 import subprocess
 import sys
@@ -29,7 +28,7 @@ from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from dbha.lab.maria import MariaNode
 from dbha.lab.wait import wait_until
-from tests.lab.helpers import ns_exec
+from tests.lab.helpers import as_built, ns_exec, supervised_lab, supervisor_status
 
 SERVICES = list(topo.SERVICES)
 
@@ -37,23 +36,8 @@ SERVICES = list(topo.SERVICES)
 @pytest.fixture(scope="module")
 def rlab(lab: Lab) -> Iterator[Lab]:
     """A lab of this module's own, synchronous, with dbha supervisors."""
-    other = Lab(lab.prefix + "r")
-    try:
-        other.up(sync=True, install=False, supervisors=True)
+    with supervised_lab(lab, "r") as other:
         yield other
-    finally:
-        other.down()
-
-
-def _as_built(lab: Lab, service: str) -> bool:
-    svc = topo.SERVICES[service]
-    st = lab.status(proof=False)
-    return (
-        st["services"][service]["primary"] == svc.primary
-        and not st["services"][service]["fenced"]
-        and lab.vip_holders(service) == [svc.primary]
-        and not [p for p in st["problems"] if p.startswith(f"{service}:")]
-    )
 
 
 @pytest.fixture
@@ -62,7 +46,7 @@ def pair(rlab: Lab) -> Iterator[Lab]:
     if it moved them."""
     rlab.heal()
     for service in SERVICES:
-        if not _as_built(rlab, service):
+        if not as_built(rlab, service):
             rlab.rebuild_service(service)
     yield rlab
     rlab.heal()
@@ -73,14 +57,6 @@ def _resync(lab: Lab, service: str, host: str, *extra: str) -> subprocess.Comple
     return ns_exec(
         lab, host, sys.executable, "-m", "dbha", "resync", "-c", cfg, *extra, timeout=120
     )
-
-
-def _status(lab: Lab, service: str, host: str) -> dict[str, Any]:
-    """What the supervisor on ``host`` says of itself (``dbha status --json``)."""
-    cfg = str(lab.supervisors.paths(service, host).config)
-    res = ns_exec(lab, host, sys.executable, "-m", "dbha", "status", "-c", cfg, "--json")
-    assert res.returncode == 0, res.stderr
-    return dict(json.loads(res.stdout)["local"])
 
 
 def _unchanged(lab: Lab, service: str) -> None:
@@ -100,7 +76,7 @@ def test_resync_on_the_primary_is_refused_and_changes_nothing(pair: Lab, service
     res = _resync(pair, service, svc.primary)
     assert "resync refused: this node is primary" in res.stdout + res.stderr
     _unchanged(pair, service)
-    st = _status(pair, service, svc.primary)
+    st = supervisor_status(pair, service, svc.primary)["local"]
     assert (st["role"], st["epoch"], st["needs_resync"]) == ("primary", 0, False)
 
 
@@ -110,9 +86,14 @@ def test_resync_while_the_peer_is_not_heard_is_refused(pair: Lab, service: str) 
     replica hears no primary to rejoin, refuses, and keeps streaming."""
     svc = topo.SERVICES[service]
     pair.supervisors.stop(service, svc.primary)
+
+    def deaf() -> bool:
+        paths = supervisor_status(pair, service, svc.replica)["local"]["paths"]
+        return not any(p["up"] for p in paths.values())
+
     try:
         wait_until(
-            lambda: not any(p["up"] for p in _status(pair, service, svc.replica)["paths"].values()),
+            deaf,
             10.0,
             f"{svc.replica} to hear its peer no more",
             0.2,
@@ -121,11 +102,11 @@ def test_resync_while_the_peer_is_not_heard_is_refused(pair: Lab, service: str) 
         assert "resync refused: the peer is not a reachable primary" in res.stdout + res.stderr
         replica = pair.node(service, svc.replica).status()
         assert replica["role"] == "replica" and replica["streaming"], replica
-        assert _status(pair, service, svc.replica)["role"] == "replica"
+        assert supervisor_status(pair, service, svc.replica)["local"]["role"] == "replica"
     finally:
         pair.supervisors.start(service, svc.primary, "run")
         pair.supervisors.wait_started(service, svc.primary, "run")
-        wait_until(lambda: _as_built(pair, service), 30.0, f"the {service} pair as built", 0.3)
+        wait_until(lambda: as_built(pair, service), 30.0, f"the {service} pair as built", 0.3)
 
 
 def test_a_refused_resync_exits_non_zero_and_says_why_on_stderr(pair: Lab) -> None:
@@ -156,14 +137,14 @@ def errant(rlab: Lab) -> Iterator[Errant]:
     stop) is a transaction a lacks. `dbha resync` is run on b without --force.
     The pair is rebuilt at the end."""
     rlab.heal()
-    if not _as_built(rlab, "mariadb"):
+    if not as_built(rlab, "mariadb"):
         rlab.rebuild_service("mariadb")
     try:
         rlab.kill_db("b", "mariadb")
         wait_until(lambda: rlab.vip_holders("mariadb") == ["a"], 30.0, "a to take over", 0.2)
         rlab.heal()
         wait_until(
-            lambda: bool(_status(rlab, "mariadb", "b")["needs_resync"]),
+            lambda: bool(supervisor_status(rlab, "mariadb", "b")["local"]["needs_resync"]),
             20.0,
             "b to say it needs a resync",
             0.3,
@@ -186,7 +167,7 @@ def errant(rlab: Lab) -> Iterator[Errant]:
             token=token,
             plain=plain,
             log=rlab.supervisors.log_since_start("mariadb", "b")[mark:],
-            status=_status(rlab, "mariadb", "b"),
+            status=supervisor_status(rlab, "mariadb", "b")["local"],
             db=b.status(),
         )
     finally:
@@ -218,7 +199,7 @@ def test_a_forced_resync_keeps_the_errant_transaction_aside_and_reclones(
 
     def following() -> bool:
         st = b.status()
-        sup = _status(rlab, "mariadb", "b")
+        sup = supervisor_status(rlab, "mariadb", "b")["local"]
         return (
             st["role"] == "replica"
             and bool(st.get("streaming"))

@@ -32,7 +32,7 @@ from dbha.checkround import (
     view_from_round,
     view_from_status,
 )
-from dbha.config import Config, from_dict
+from dbha.config import Config
 from dbha.db.base import DbStatus, Position, Role
 from dbha.db.fake import covers
 from dbha.decide import decide
@@ -45,44 +45,11 @@ from dbha.model import (
     SafetyView,
     Verdict,
 )
+from tests.unit.test_decide import make_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
 R = NodeRole
 LIMITS = Limits(lag_units=1000, lag_seconds=10.0, unit="bytes")
-
-
-def make_cfg(**service: Any) -> Config:
-    return from_dict(
-        {
-            "service": {"id": "pg", "state_dir": "/tmp/unused", **service},
-            "node": {"name": "a"},
-            "peer": {"name": "b"},
-            "database": {
-                "engine": "postgresql",
-                "data_directory": "/var/lib/postgresql/15/main",
-                "replication_passfile": "/etc/dbha/pgpass",
-            },
-            "heartbeat": {
-                "key_file": "/etc/dbha/key",
-                "path": [
-                    {
-                        "name": "lan",
-                        "local_address": "198.18.0.11",
-                        "peer_address": "198.18.0.12",
-                        "port": 5405,
-                    },
-                    {
-                        "name": "hb",
-                        "local_address": "198.18.1.1",
-                        "peer_address": "198.18.1.2",
-                        "port": 5405,
-                    },
-                ],
-            },
-            "safety": {"target": [{"kind": "icmp", "host": "198.18.0.1"}]},
-            "vip": {"address": "198.18.0.100/24", "interface": "eth0"},
-        }
-    )
 
 
 CFG = make_cfg()

@@ -38,13 +38,19 @@ NOW = 5000.0
 D = 1.0  # the default self-fence deadline, seconds
 
 
-def make_cfg(mode: str = "async", auto_rejoin: bool = False) -> Config:
-    """Node a's config; ``mode`` is async, strict, fallback or arbiter."""
+def make_cfg(mode: str = "async", auto_rejoin: bool = False, **service: Any) -> Config:
+    """Node a's config; ``mode`` is async, strict, fallback or arbiter; ``service``:
+    more keys of its [service] table."""
     replication: dict[str, object] = {"mode": "async" if mode == "async" else "sync"}
     if mode != "async":
         replication["sync_fallback"] = mode
     data: dict[str, Any] = {
-        "service": {"id": "pg", "state_dir": "/tmp/unused", "auto_rejoin": auto_rejoin},
+        "service": {
+            "id": "pg",
+            "state_dir": "/tmp/unused",
+            "auto_rejoin": auto_rejoin,
+            **service,
+        },
         "node": {"name": "a"},
         "peer": {"name": "b"},
         "database": {
