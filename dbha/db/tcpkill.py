@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import socket
+import sys
 from pathlib import Path
 
 from dbha import proc
@@ -46,33 +46,28 @@ def socket_inodes(pid: int) -> set[int]:
     return out
 
 
-def _hex_address(text: str, version: int) -> Address:
-    """A /proc/net/tcp address: the kernel's words in host byte order."""
+def _hex_address(text: str) -> Address:
+    """A /proc/net/tcp* address: the kernel's 32-bit words in host byte order
+    (4 bytes: IPv4, 16: IPv6)."""
     raw = bytes.fromhex(text)
-    words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]
-    packed = b"".join(words) if socket.htonl(1) != 1 else raw
-    return ipaddress.ip_address(packed) if version == 6 else ipaddress.IPv4Address(packed)
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    return ipaddress.ip_address(raw)
 
 
-def connections(
-    table: str, version: int, inodes: set[int], dst: Address, port: int
-) -> list[tuple[Address, int]]:
+def connections(table: str, inodes: set[int], dst: Address, port: int) -> list[tuple[Address, int]]:
     """(local address, local port) of each socket in a /proc/net/tcp* ``table`` text
     whose peer is ``dst``:``port`` and whose inode is in ``inodes``."""
-    found = []
+    found: list[tuple[Address, int]] = []
     for line in table.splitlines()[1:]:
         f = line.split()
         if len(f) < 10:
             continue
         try:
-            inode = int(f[9])
-            rem, rport = f[2].split(":")
             loc, lport = f[1].split(":")
-            if inode not in inodes or int(rport, 16) != port:
-                continue
-            if _hex_address(rem, version) != dst:
-                continue
-            found.append((_hex_address(loc, version), int(lport, 16)))
+            rem, rport = f[2].split(":")
+            if int(f[9]) in inodes and int(rport, 16) == port and _hex_address(rem) == dst:
+                found.append((_hex_address(loc), int(lport, 16)))
         except ValueError:
             continue
     return found
@@ -97,7 +92,7 @@ def end_connections(pid: int, host: str, port: int, *, timeout: float) -> int:
     except OSError:
         return 0
     ended = 0
-    for src, sport in connections(table, dst.version, inodes, dst, port):
+    for src, sport in connections(table, inodes, dst, port):
         family = "-4" if dst.version == 4 else "-6"
         a, b = (str(src), str(dst)) if dst.version == 4 else (f"[{src}]", f"[{dst}]")
         argv = [SS, "-K", "-t", family, "src", a, "sport", "=", str(sport)]

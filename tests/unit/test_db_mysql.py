@@ -11,8 +11,11 @@ from __future__ import annotations
 import errno
 import inspect
 import io
+import os
 import struct
 import subprocess
+import threading
+import types
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from dbha.db import mysql as mysql_driver
 from dbha.db import relaylog
 from dbha.db.base import DbCommandFailed, DbError, DbTimeout, DbUnreachable
 from dbha.db.mysqlconn import MAPPED, MysqlSettings, boundary, map_error
@@ -648,3 +652,72 @@ def test_readers_of_server_answers_never_raise(rows: list[dict[str, Any]], line:
     parse_replicas(rows, rows, semi)
     clients_to_kill(rows, 1)
     detect(line)
+
+
+class _StopSession:
+    """A session whose STOP of the receiver hangs, as it does on a semi-synchronous
+    MariaDB replica whose primary is dead, until the server's connections to the
+    primary are ended (or 5 s pass)."""
+
+    def __init__(self, hang: float = 5.0) -> None:
+        self.flavour = MariaFlavour((10, 11, 0))
+        self.ended = threading.Event()
+        self.hang = hang
+        self.ran: list[str] = []
+
+    def run(self, sql: str, *args: Any, **kw: Any) -> None:
+        self.ran.append(sql)
+        self.ended.wait(self.hang)
+
+
+def test_a_hanging_receiver_stop_ends_the_servers_connections_to_its_primary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The STOP runs past the grace: the server's own connections (its pid, from the
+    pid file) to the primary's address and port are ended, and the STOP returns."""
+    s = _StopSession()
+    calls: list[tuple[int, str, int]] = []
+
+    def end(pid: int, host: str, port: int, *, timeout: float) -> int:
+        calls.append((pid, host, port))
+        s.ended.set()
+        return 1
+
+    monkeypatch.setattr(mysql_driver, "_server_pid", lambda session: 4242)
+    monkeypatch.setattr(mysql_driver.tcpkill, "end_connections", end)
+    rep = types.SimpleNamespace(source_host="198.18.0.12", source_port=3306)
+    mysql_driver.MysqlDriver._stop_receiver(s, rep)  # type: ignore[arg-type]
+    assert s.ran == ["STOP SLAVE IO_THREAD"]
+    assert calls and set(calls) == {(4242, "198.18.0.12", 3306)}
+
+
+def test_a_receiver_stop_of_a_remote_server_ends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pid (the server is not on this host): nothing is ended, however long the
+    STOP takes."""
+    s = _StopSession(hang=0.3)
+    calls: list[object] = []
+    monkeypatch.setattr(mysql_driver, "_server_pid", lambda session: None)
+    monkeypatch.setattr(mysql_driver, "RECEIVER_STOP_GRACE", 0.0)
+    monkeypatch.setattr(mysql_driver.tcpkill, "end_connections", lambda *a, **k: calls.append(a))
+    rep = types.SimpleNamespace(source_host="198.18.0.12", source_port=3306)
+    mysql_driver.MysqlDriver._stop_receiver(s, rep)  # type: ignore[arg-type]
+    assert s.ran == ["STOP SLAVE IO_THREAD"] and calls == []
+
+
+def test_the_server_pid_is_only_a_live_mariadbd_or_mysqld(tmp_path: Path) -> None:
+    """The pid file the server names must be readable here and name a live
+    mariadbd/mysqld: a pid file naming another process, or none, gives None."""
+
+    class One:
+        def __init__(self, path: object) -> None:
+            self.path = path
+
+        def one(self, sql: str) -> dict[str, Any] | None:
+            return {"f": self.path}
+
+    mine = tmp_path / "mysqld.pid"
+    mine.write_text(f"{os.getpid()}\n")  # this test's own process: not a server
+    assert mysql_driver._server_pid(One(str(mine))) is None  # type: ignore[arg-type]
+    assert mysql_driver._server_pid(One(str(tmp_path / "gone.pid"))) is None  # type: ignore[arg-type]
+    (tmp_path / "junk.pid").write_text("not a pid\n")
+    assert mysql_driver._server_pid(One(str(tmp_path / "junk.pid"))) is None  # type: ignore[arg-type]

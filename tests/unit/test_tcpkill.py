@@ -31,16 +31,16 @@ PEER = ipaddress.ip_address("198.18.0.12")
 
 @pytest.mark.skipif(sys.byteorder != "little", reason="the fixture is little-endian")
 def test_only_the_owners_sockets_to_that_peer_and_port_are_chosen() -> None:
-    assert tcpkill.connections(TCP4, 4, {111}, PEER, 3306) == [
+    assert tcpkill.connections(TCP4, {111}, PEER, 3306) == [
         (ipaddress.ip_address("198.18.0.11"), 0x8F6C)
     ]
-    assert tcpkill.connections(TCP4, 4, {111, 222}, PEER, 3306) == [
+    assert tcpkill.connections(TCP4, {111, 222}, PEER, 3306) == [
         (ipaddress.ip_address("198.18.0.11"), 0x8F6C),
         (ipaddress.ip_address("198.18.0.11"), 0x8F70),
     ]
-    assert tcpkill.connections(TCP4, 4, {999}, PEER, 3306) == []
-    assert tcpkill.connections(TCP4, 4, {111}, ipaddress.ip_address("198.18.0.13"), 3306) == []
-    six = tcpkill.connections(TCP6, 6, {333}, ipaddress.ip_address("::ff00:1"), 3306)
+    assert tcpkill.connections(TCP4, {999}, PEER, 3306) == []
+    assert tcpkill.connections(TCP4, {111}, ipaddress.ip_address("198.18.0.13"), 3306) == []
+    six = tcpkill.connections(TCP6, {333}, ipaddress.ip_address("::ff00:1"), 3306)
     assert [(str(a), p) for a, p in six] == [("::1", 0x8F6C)]
 
 
