@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             stmt, conn = (float(x) for x in args.client_timeouts.split(","))
         except ValueError:
             ap.error("--client-timeouts takes two numbers: STATEMENT,CONNECT")
+        if not (0 < stmt <= 60 and 0 < conn <= 60):
+            ap.error("--client-timeouts: each bound must be more than 0 and at most 60 s")
         client_args = ["--statement-timeout", f"{stmt:g}", "--connect-timeout", f"{conn:g}"]
     faults = [f for f in args.faults.split(",") if f]
     services = [s for s in args.services.split(",") if s]
