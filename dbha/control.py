@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import secrets
-import select
+import selectors
 import socket
 import stat
 import threading
@@ -103,20 +103,22 @@ class _Server:
         self._wake_r, self._wake_w = os.pipe()
 
     def _serve(self, lsock: socket.socket, origin: str) -> None:
-        lsock.settimeout(0.2)  # accept() only runs once select() saw a connection
-        while not self._stop.is_set():
-            try:
-                ready, _, _ = select.select([lsock.fileno(), self._wake_r], [], [], ACCEPT_POLL)
-                if lsock.fileno() not in ready:
-                    continue  # stop() wrote to the wake pipe, or nothing came
-                conn, _ = lsock.accept()
-            except TimeoutError:
-                continue
-            except (OSError, ValueError):  # ValueError: a socket closed under select()
-                return
-            # One short exchange per connection; a thread each keeps a slow
-            # client from holding the door shut.
-            threading.Thread(target=self._one, args=(conn, origin), daemon=True).start()
+        lsock.settimeout(0.2)  # accept() only runs once the selector saw a connection
+        with selectors.DefaultSelector() as sel:
+            sel.register(lsock, selectors.EVENT_READ, "door")
+            sel.register(self._wake_r, selectors.EVENT_READ, "wake")  # written by stop()
+            while not self._stop.is_set():
+                try:
+                    if not any(key.data == "door" for key, _ in sel.select(ACCEPT_POLL)):
+                        continue
+                    conn, _ = lsock.accept()
+                except TimeoutError:
+                    continue
+                except (OSError, ValueError):  # ValueError: a socket closed meanwhile
+                    return
+                # One short exchange per connection; a thread each keeps a slow
+                # client from holding the door shut.
+                threading.Thread(target=self._one, args=(conn, origin), daemon=True).start()
 
     def _one(self, conn: socket.socket, origin: str) -> None:
         with conn:
