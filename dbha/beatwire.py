@@ -32,6 +32,7 @@ import json
 import math
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -225,7 +226,26 @@ def encode(beat: Beat, key: bytes) -> bytes:
     Raises BeatEncodeError when it would exceed MAX_DATAGRAM (typically a very
     long GTID set in ``db.position``); the caller decides what to leave out.
     """
-    body = json.dumps(_payload(beat), separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return _sign(_payload(beat), key)
+
+
+def encode_paths(beat: Beat, key: bytes, paths: Sequence[str]) -> list[bytes]:
+    """``encode(replace(beat, path=p), key)`` for every ``p`` of ``paths``, in order,
+    with the beat validated and laid out once (a send round's datagrams differ
+    only in their path). Raises ValueError on an invalid path name and
+    BeatEncodeError as ``encode`` does."""
+    for path in paths:
+        _require(_is_name(path), "path must be a printable, non-empty string")
+    payload = _payload(beat)
+    out = []
+    for path in paths:
+        payload["path"] = path
+        out.append(_sign(payload, key))
+    return out
+
+
+def _sign(payload: dict[str, Any], key: bytes) -> bytes:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     signed = MAGIC + bytes([VERSION]) + body.encode("ascii")
     size = len(signed) + MAC_LEN
     if size > MAX_DATAGRAM:

@@ -3,7 +3,8 @@
 The rules (when a path is up or down, when the peer is silent) are pure values
 in :mod:`dbha.beatpaths`; the wire format and the replay guard are in
 :mod:`dbha.beatwire`. :class:`HeartbeatService` is the thin shell: one UDP
-socket per path, a sender thread, a receiver thread, a lock.
+socket per path, one thread that sends each round and receives in between, a
+lock.
 
 A path is *down* when nothing admitted was heard on it for
 ``interval × misses``; it is *up* again only after ``rise`` consecutive beats
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import selectors
+import select
 import socket
 import threading
 import time
@@ -33,7 +34,7 @@ from dbha.beatwire import (
     DropReason,
     ReplayGuard,
     Role,
-    encode,
+    encode_paths,
     new_boot_id,
     verify,
 )
@@ -73,7 +74,8 @@ class PathConfig:
 # Send times of our own rounds kept for matching the peer's echo (a few seconds'
 # worth at any sane interval; an older echo means the peer hears nothing new).
 SENT_TIMES_KEPT = 512
-# The receiver's longest wait for a datagram before it looks at the clock (seconds).
+# The thread's longest wait for a datagram before it looks at the clock (seconds):
+# it bounds stop()'s latency and how late a path_down event is queued.
 RECV_IDLE_WAIT = 0.25
 # What snapshot(counters=False) carries instead of the tallies.
 NO_COUNTERS = DropCounters.of((), {}, {}, {}, {})
@@ -128,8 +130,9 @@ class HeartbeatService:
     - The constructor validates its arguments (ValueError; BeatEncodeError when
       the names cannot fit a datagram) and opens nothing.
     - ``start()`` binds every path socket or raises HeartbeatError (nothing left
-      open); then a sender thread sends one beat per path every interval and a
-      receiver thread verifies what arrives.
+      open); then one thread sends a beat per path every interval and, between
+      rounds, verifies what arrives. One thread rather than a sender and a
+      receiver: an idle supervisor's cost is mostly its threads' wake-ups.
     - ``update_status()``, ``snapshot()`` and ``drain_events()`` are thread-safe
       and only ever wait for a short in-memory lock; beats go out at the
       interval whatever the database is doing, with the latest status given.
@@ -161,6 +164,7 @@ class HeartbeatService:
         if node == peer:
             raise ValueError("node and peer must differ")
         self._cfg = {p.name: p for p in paths}
+        self._names = tuple(self._cfg)
         self._path_set = PathSet.create(
             [p.name for p in paths], interval_ms=interval_ms, misses=misses, rise=rise
         )
@@ -209,10 +213,9 @@ class HeartbeatService:
                 f"heartbeat path {cfg.name}: cannot bind {cfg.local_addr}:{cfg.port}: "
                 f"{exc.strerror or exc}"
             ) from exc
-        for target, name in ((self._send_loop, "send"), (self._recv_loop, "recv")):
-            thread = threading.Thread(target=target, name=f"dbha-heartbeat-{name}", daemon=True)
-            self._threads.append(thread)
-            thread.start()
+        thread = threading.Thread(target=self._loop, name="dbha-heartbeat", daemon=True)
+        self._threads.append(thread)
+        thread.start()
         log.info(
             "heartbeat: boot %s, %d path(s), every %g s",
             self.boot_id[:8],
@@ -330,13 +333,15 @@ class HeartbeatService:
             st.eligible,
         )
 
-    def _encode(self, beat: Beat) -> bytes:
+    def _encode(self, beat: Beat) -> list[bytes]:
+        """The round's datagrams, one per path in the order of ``self._cfg``."""
         try:
-            data = encode(beat, self._key)
+            data = encode_paths(beat, self._key, self._names)
             trimmed = False
         except BeatEncodeError:
             # Liveness matters more than the position: send without it rather than not at all.
-            data = encode(replace(beat, db=replace(beat.db, position="")), self._key)
+            short = replace(beat, db=replace(beat.db, position=""))
+            data = encode_paths(short, self._key, self._names)
             trimmed = True
         if trimmed != self._trimming:
             self._trimming = trimmed
@@ -346,18 +351,37 @@ class HeartbeatService:
                 log.info("heartbeat: database position fits in beats again")
         return data
 
-    def _send_loop(self) -> None:
-        next_at = self._clock()
-        while not self._stop.is_set():
-            try:
-                self._send_round()
-            except Exception:  # a bug here must not silence us: log it, keep beating
-                log.exception("heartbeat: send round failed")
-            next_at += self.interval
-            now = self._clock()
-            if now - next_at > self.interval:
-                next_at = now  # we were suspended; skip the missed rounds rather than burst
-            self._stop.wait(max(0.0, next_at - now))
+    def _loop(self) -> None:
+        """Send a round every interval; between rounds wait for datagrams.
+
+        A flood on a path cannot hold the rounds back: each wake-up drains at
+        most 64 datagrams per path before the clock is looked at again."""
+        poller = select.epoll()
+        names = {sock.fileno(): name for name, sock in self._socks.items()}
+        try:
+            for fd in names:
+                poller.register(fd, select.EPOLLIN)
+            next_send = self._clock()
+            while not self._stop.is_set():
+                now = self._clock()
+                if now >= next_send:
+                    try:
+                        self._send_round()
+                    except Exception:  # a bug here must not silence us: log it, keep beating
+                        log.exception("heartbeat: send round failed")
+                    next_send += self.interval
+                    now = self._clock()
+                    if now - next_send > self.interval:
+                        next_send = now  # we were suspended: skip the missed rounds, no burst
+                try:
+                    for fd, _ in poller.poll(min(max(0.0, next_send - now), RECV_IDLE_WAIT)):
+                        self._drain(names[fd])
+                    self._advance(self._clock())
+                except Exception:  # keep receiving whatever one datagram did
+                    log.exception("heartbeat: receive failed")
+                    self._stop.wait(min(self.interval, RECV_IDLE_WAIT))
+        finally:
+            poller.close()
 
     def _send_round(self) -> None:
         with self._lock:
@@ -368,42 +392,29 @@ class HeartbeatService:
             self._sent_times[seq] = self._clock()
             self._sent_times.pop(seq - SENT_TIMES_KEPT, None)
         echo = (guard.boot, guard.last_seq()) if guard.boot is not None else ("", 0)
-        for name, cfg in self._cfg.items():
-            data = self._encode(self._beat(name, seq, status, *echo))
+        datagrams = self._encode(self._beat(self._names[0], seq, status, *echo))
+        failures: dict[str, OSError | None] = {}
+        for (name, cfg), data in zip(self._cfg.items(), datagrams, strict=True):
             try:
                 self._socks[name].sendto(data, (cfg.peer_addr, cfg.port))
-                failed: OSError | None = None
+                failures[name] = None
             except OSError as exc:  # e.g. ENETUNREACH while the link is down
-                failed = exc
-            with self._lock:
+                failures[name] = exc
+        changes = []
+        with self._lock:
+            for name, failed in failures.items():
                 counter = self._send_errors if failed else self._sent
                 counter[name] = counter.get(name, 0) + 1
-                changed = self._send_failing.get(name, False) != (failed is not None)
+                if self._send_failing.get(name, False) != (failed is not None):
+                    changes.append((name, failed))
                 self._send_failing[name] = failed is not None
-            if changed and failed is not None:
+        for name, failed in changes:
+            if failed is not None:
                 log.warning("heartbeat path %s: send failing: %s", name, failed.strerror or failed)
-            elif changed:
+            else:
                 log.info("heartbeat path %s: sending again", name)
 
     # -- receiving
-
-    def _recv_loop(self) -> None:
-        # Bounds stop() latency and how late a path_down event is queued when no
-        # datagram wakes us; snapshot() catches up with the clock on its own (the
-        # supervisor takes one every tick). Longer than the beat interval, so that
-        # a healthy peer's beats are the only wake-ups: each costs CPU when idle.
-        tick = RECV_IDLE_WAIT
-        with selectors.DefaultSelector() as sel:
-            for name, sock in self._socks.items():
-                sel.register(sock, selectors.EVENT_READ, name)
-            while not self._stop.is_set():
-                try:
-                    for key, _ in sel.select(tick):
-                        self._drain(key.data)
-                    self._advance(self._clock())
-                except Exception:  # keep receiving whatever one datagram did
-                    log.exception("heartbeat: receive failed")
-                    self._stop.wait(tick)
 
     def _drain(self, path: str) -> None:
         sock = self._socks[path]

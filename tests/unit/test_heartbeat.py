@@ -31,6 +31,7 @@ from dbha.beatwire import (
     Role,
     decode,
     encode,
+    encode_paths,
     verify,
 )
 
@@ -89,6 +90,26 @@ def test_encode_refuses_beyond_the_size_bound() -> None:
     assert len(encode(fits, KEY)) == MAX_DATAGRAM
     with pytest.raises(BeatEncodeError):
         encode(beat(db=DbSummary(True, True, "x" * (MAX_DATAGRAM - overhead + 1))), KEY)
+
+
+def test_encode_paths_is_encode_with_each_path() -> None:
+    b = beat(echo_boot=ME_BOOT, echo_seq=7, role=Role.PRIMARY)
+    got = encode_paths(b, KEY, ["lan", "hb", "lan2"])
+    assert got == [encode(replace(b, path=p), KEY) for p in ("lan", "hb", "lan2")]
+    assert [decode(d, KEY).path for d in got] == ["lan", "hb", "lan2"]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("bad", ["", "a\nb", "x" * 201])
+def test_encode_paths_refuses_a_bad_path_name(bad: str) -> None:
+    with pytest.raises(ValueError, match="path"):
+        encode_paths(beat(), KEY, ["lan", bad])
+
+
+def test_encode_paths_refuses_beyond_the_size_bound() -> None:
+    overhead = len(encode(beat(db=DbSummary(True, True, "")), KEY))
+    long = beat(db=DbSummary(True, True, "x" * (MAX_DATAGRAM - overhead + 1)))
+    with pytest.raises(BeatEncodeError):
+        encode_paths(long, KEY, ["lan"])
 
 
 @pytest.mark.parametrize(
