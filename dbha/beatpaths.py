@@ -181,6 +181,14 @@ class PathSet:
     def states(self, now: float) -> tuple[PathState, ...]:
         return tuple(t.state(now) for t in self.trackers)
 
+    def next_down(self) -> float | None:
+        """When the first path now up goes down if nothing more is heard on it
+        (None: no path is up): a wake-up time, so path_down is queued on time."""
+        ends = [
+            t.last_heard + t.timeout for t in self.trackers if t.up and t.last_heard is not None
+        ]
+        return min(ends) if ends else None
+
     def silent(self, now: float) -> bool:
         """True when every path is down at ``now`` (also before the peer was ever heard)."""
         return not any(s.up for s in self.states(now))

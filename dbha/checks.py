@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from dbha import proc
@@ -79,6 +80,8 @@ class CheckRunner:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Called (from a check's thread) when a check starts or stops passing.
+        self.on_change: Callable[[], None] | None = None
 
     def start(self) -> None:
         for c in self._checks:
@@ -107,6 +110,9 @@ class CheckRunner:
             started = time.monotonic()
             ok, detail = run_check(check)
             with self._lock:
-                self._states[check.name] = self._states[check.name].record(ok, detail)
+                before = self._states[check.name]
+                self._states[check.name] = after = before.record(ok, detail)
+            if after.passing != before.passing and self.on_change is not None:
+                self.on_change()
             wait = check.interval_ms / 1000 - (time.monotonic() - started)
             self._stop.wait(max(0.0, wait))

@@ -77,6 +77,9 @@ SENT_TIMES_KEPT = 512
 # The thread's longest wait for a datagram before it looks at the clock (seconds):
 # it bounds stop()'s latency and how late a path_down event is queued.
 RECV_IDLE_WAIT = 0.25
+# The thread wakes this long after a path's silence deadline (a path is down only
+# once the deadline has passed; epoll's timeout is whole milliseconds, rounded up).
+DOWN_SLACK = 0.0005
 # What snapshot(counters=False) carries instead of the tallies.
 NO_COUNTERS = DropCounters.of((), {}, {}, {}, {})
 
@@ -192,6 +195,9 @@ class HeartbeatService:
         self._trimming = False
         self._socks: dict[str, socket.socket] = {}
         self._threads: list[threading.Thread] = []
+        # Called, without the lock, when there is news: a path went up or down, or
+        # the peer's beats say something new (see _gist); not for every beat.
+        self.on_news: Callable[[], None] | None = None
         # Fail now, not in the sender thread: names and service must fit a datagram.
         self._encode(self._beat(paths[0].name, 1, LocalStatus(), "", 0))
 
@@ -264,7 +270,7 @@ class HeartbeatService:
             self._record(events)
             at = real if now is None else now
             last = self._last_beat
-            return HeartbeatSnapshot(
+            snap = HeartbeatSnapshot(
                 at=at,
                 boot_id=self.boot_id,
                 paths=self._path_set.states(at),
@@ -285,6 +291,9 @@ class HeartbeatService:
                 else NO_COUNTERS,
                 events_lost=self._events_lost,
             )
+        if events:
+            self._news()
+        return snap
 
     def drain_events(self) -> tuple[PathEvent, ...]:
         """Return and forget the transitions seen since the last call, oldest first."""
@@ -373,8 +382,12 @@ class HeartbeatService:
                     now = self._clock()
                     if now - next_send > self.interval:
                         next_send = now  # we were suspended: skip the missed rounds, no burst
+                wake = next_send
+                down_at = self._path_set.next_down()  # swapped whole under the lock
+                if down_at is not None and down_at + DOWN_SLACK < wake:
+                    wake = down_at + DOWN_SLACK  # queue path_down on time, not a round late
                 try:
-                    for fd, _ in poller.poll(min(max(0.0, next_send - now), RECV_IDLE_WAIT)):
+                    for fd, _ in poller.poll(min(max(0.0, wake - now), RECV_IDLE_WAIT)):
                         self._drain(names[fd])
                     self._advance(self._clock())
                 except Exception:  # keep receiving whatever one datagram did
@@ -439,6 +452,7 @@ class HeartbeatService:
             path=path,
             guard=self._guard,
         )
+        news = False
         with self._lock:
             self._guard = guard
             if isinstance(result, Drop):
@@ -453,8 +467,12 @@ class HeartbeatService:
                     self._last_beat, self._last_beat_at = result, now
                     if result.eligible:
                         self._eligible_at = now
+                    news = last is None or self._gist(last) != self._gist(result)
                 self._path_set, events = self._path_set.on_beat(path, now)
                 self._record(events)
+                news = news or bool(events)
+        if news:
+            self._news()
         if isinstance(result, Drop) and n & (n - 1) == 0:  # log drops 1, 2, 4, 8, ...
             log.warning(
                 "heartbeat path %s: dropped datagram #%d for %s: %s",
@@ -468,6 +486,33 @@ class HeartbeatService:
         with self._lock:
             self._path_set, events = self._path_set.advance(now)
             self._record(events)
+        if events:
+            self._news()
+
+    def _gist(self, beat: Beat) -> tuple[object, ...]:
+        """What of a beat is news when it changes: everything but its sequence,
+        send time, database position and the echo's number (whether the echo is of
+        our own boot, i.e. whether the peer hears us, is news)."""
+        return (
+            beat.boot_id,
+            beat.epoch,
+            beat.role,
+            beat.db.reachable,
+            beat.db.writable,
+            beat.maintenance,
+            beat.needs_resync,
+            beat.sync_mark,
+            beat.eligible,
+            beat.echo_boot == self.boot_id,
+        )
+
+    def _news(self) -> None:
+        listener = self.on_news
+        if listener is not None:
+            try:
+                listener()
+            except Exception:  # a listener's bug must not stop the heartbeats
+                log.exception("heartbeat: news listener failed")
 
     def _record(self, events: Sequence[PathEvent]) -> None:
         # Called with the lock held.

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,13 @@ SERVING_ROLES = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 LEASE_MARGIN = 0.1
 # A tick asked for at a wait's end (Decision.wake_at) runs this long after it.
 WAKE_SLACK = 0.002
+# In a steady state (see steady()) the loop ticks this many heartbeat intervals
+# apart, but never more than this fraction of the self-fence deadline (the lease
+# it renews is 0.85 of it), and at once on news: a path going up or down, a beat
+# that says something new, a probe that answers differently, a safety verdict, a
+# check that flips, an operator's request.
+STEADY_INTERVALS = 3
+STEADY_DEADLINE_FRACTION = 0.25
 # An operator's request must be taken by the loop within this (seconds).
 REQUEST_TAKEN_WITHIN = 10.0
 # An alert that stays on is logged again this often (seconds).
@@ -120,6 +128,9 @@ class DbObserver:
         # and a probe that does not answer is counted on this cadence too.
         self.retry_every = every if retry_every is None else min(every, retry_every)
         self._latest: tuple[DbStatus, float] | None = None
+        # Called when a probe's answer differs from the last one in more than its
+        # positions and lag figures (see _probe_gist).
+        self.on_change: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dbha-db", daemon=True)
@@ -133,7 +144,12 @@ class DbObserver:
     def probe_once(self) -> DbStatus:
         st = self.driver.probe(self.timeout)
         with self._lock:
+            before = self._latest
             self._latest = (st, time.monotonic())
+        if self.on_change is not None and (
+            before is None or _probe_gist(before[0]) != _probe_gist(st)
+        ):
+            self.on_change()
         return st
 
     def latest(self, now: float) -> DbStatus | None:
@@ -225,6 +241,18 @@ class Supervisor:
         self.last_obs: Observation | None = None
         self._requests: queue.Queue[_Pending] = queue.Queue(maxsize=16)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # news: tick now rather than at the period's end
+        self.heartbeat.on_news = self.observer.on_change = self.checks.on_change = self._wake.set
+        self._prev: Decision | None = None  # the decision before self.last
+        hb_s = self.interval
+        self.steady_period = max(
+            hb_s,
+            min(
+                STEADY_INTERVALS * hb_s,
+                STEADY_DEADLINE_FRACTION * cfg.fence.self_fence_deadline_ms / 1000,
+            ),
+        )
+        self.ticking_every = self.interval  # the period the loop waits out now
         self._keeper: subprocess.Popen[bytes] | None = None
         self._local = LocalControlServer(cfg.service.control_socket, self._handle)
         self._peer_door = PeerControlServer(
@@ -289,8 +317,13 @@ class Supervisor:
         try:
             next_tick = time.monotonic()
             while not self._stop.is_set():
+                self._wake.clear()  # news from now on wakes the wait below
+                began = time.monotonic()
+                before = self.state
                 d = self.tick()
-                next_tick += self.interval
+                period = self.steady_period if self._steady(before, d) else self.interval
+                # An early tick (news woke it) starts the period afresh.
+                next_tick = min(next_tick + period, began + period)
                 now = time.monotonic()
                 delay = next_tick - now
                 if delay < 0:  # a slow tick: do not try to catch up in a burst
@@ -300,12 +333,22 @@ class Supervisor:
                     # the condition holds), and keep the period from there
                     delay = d.wake_at - now + WAKE_SLACK
                     next_tick = now + delay
-                self._stop.wait(delay)
+                self.ticking_every = period
+                self._wake.wait(delay)
         finally:
             self.stop()
 
     def request_stop(self) -> None:
         self._stop.set()
+        self._wake.set()
+
+    def _steady(self, before: NodeState, d: Decision) -> bool:
+        obs = self.last_obs
+        return (
+            obs is not None
+            and not self._alerts
+            and steady(self._prev, d, before, obs, len(self.cfg.heartbeat.paths))
+        )
 
     # -- one round ------------------------------------------------------------
 
@@ -388,6 +431,7 @@ class Supervisor:
         self.heartbeat.update_status(**adapt.beat_fields(announce(self.state, obs)))  # type: ignore[arg-type]
         self._log(d, obs, out.error if not out.ok else "")
         self._raise_alerts(obs, d)
+        self._prev = self.last
         self.last, self.last_obs = d, obs
         self._systemd(obs)
         return d
@@ -462,6 +506,7 @@ class Supervisor:
                 current = self._safety_view
                 if current is None or started > current.at:  # the newest start wins
                     self._safety_view = SafetyView(Verdict(result.verdict.value), started)
+            self._wake.set()
             log.debug("safety check started %.3f: %s", started, result.verdict.value)
             if result.verdict.value != self._last_verdict:
                 log.info("safety check: %s (%s)", result.verdict.value, result.reason)
@@ -619,6 +664,7 @@ class Supervisor:
                 self._requests.put_nowait(pending)
             except queue.Full:
                 return {"ok": False, "error": "too many requests waiting; try again"}
+            self._wake.set()
             if not pending.taken.wait(REQUEST_TAKEN_WITHIN):
                 return {"ok": False, "error": "the supervisor did not take the request in 10 s"}
             # Taken: the tick runs its actions, each bounded (a rejoin may copy the
@@ -673,10 +719,60 @@ class Supervisor:
             "heartbeat_counters": snap.counters.as_dict(),
             "checks": {c.name: c.passing for c in self.checks.states()},
             "decision": None if d is None else {"rule": d.rule, "reason": d.reason},
+            # the loop's current period: the steady one while nothing happens
+            "tick_every_ms": round(self.ticking_every * 1000),
             "keeper_alive": self._keeper is not None and self._keeper.poll() is None,
             "alerts": {name: text for name, (text, _) in self._alerts.items()},
             "summary": self.summary(),
         }
+
+
+def steady(
+    prev: Decision | None, d: Decision, before: NodeState, obs: Observation, paths: int
+) -> bool:
+    """Nothing is happening and nothing is on its way: the same decision as the
+    tick before, no action, no wait ending, the state unchanged, a primary and a
+    replica that each see the other whole (every path up, databases answering),
+    no failed probe counted, no request. Then the loop may tick at its steady
+    period; anything else keeps it at the heartbeat interval."""
+    role = before.role
+    partner = {NodeRole.PRIMARY: NodeRole.REPLICA, NodeRole.REPLICA: NodeRole.PRIMARY}.get(role)
+    last = obs.peer.last
+    return (
+        partner is not None
+        and prev is not None
+        and _gist(prev) == _gist(d)
+        and not d.actions
+        and d.wake_at is None
+        and d.next_state == before
+        and before.db_fails == 0
+        and before.dead_since is None
+        and not before.switching
+        and obs.request is None
+        and obs.local.reachable
+        and obs.checks_ok
+        and obs.keeper_ok
+        and obs.peer.paths_up == paths
+        and last is not None
+        and last.role is partner
+        and last.db_reachable
+        and not last.needs_resync
+    )
+
+
+def _probe_gist(st: DbStatus) -> tuple[object, ...]:
+    """What of a probe is news when it changes: all but positions and lag figures."""
+    return (
+        st.reachable,
+        st.role,
+        st.writable,
+        st.streaming,
+        st.upstream,
+        st.sync_replication,
+        bool(st.sync_waiting),
+        tuple((r.name, r.state, r.sync) for r in st.replicas),
+        st.error is None,
+    )
 
 
 def _persisted(st: NodeState) -> tuple[object, ...]:

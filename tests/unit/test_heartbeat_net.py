@@ -420,3 +420,47 @@ def test_the_core_fields_travel_and_the_echo_dates_what_the_peer_heard(pair: Pai
         return last is not None and last.needs_resync and not last.eligible
 
     wait_until("b hears a needs a resync", resync_seen)
+
+
+def test_news_is_told_on_new_content_and_path_changes_not_on_every_beat(pair: Pair) -> None:
+    """``on_news`` wakes the supervisor's loop: for a beat that says something new
+    (here a's role and epoch, then a's position only: not news) and for a path going
+    down, never for a beat that only repeats what was heard."""
+    wait_until("both see each other", lambda: all_up(pair.a) and all_up(pair.b))
+    wait_until("a hears b's echo", lambda: pair.b.snapshot().peer_hears_us)
+    news: list[float] = []
+    pair.b.on_news = lambda: news.append(time.monotonic())
+
+    def admitted() -> int:
+        return sum(pair.b.snapshot().counters.accepted.values())
+
+    first = admitted()
+    wait_until("b admits 20 more beats", lambda: admitted() - first >= 20)
+    assert news == [], "beats that repeat what was heard are not news"
+
+    def status(epoch: int, position: str) -> None:
+        pair.a.update_status(
+            epoch=epoch,
+            role="primary",
+            reachable=True,
+            writable=True,
+            position=position,
+            maintenance=False,
+        )
+
+    status(4, "0/10@tl1")
+    wait_until("b is told of a's new role", lambda: len(news) >= 1)
+    last = pair.b.snapshot().last_beat
+    assert last is not None and last.epoch == 4
+    told = len(news)
+    status(4, "0/99@tl1")
+    wait_until(
+        "b hears a's new position",
+        lambda: (lb := pair.b.snapshot().last_beat) is not None and lb.db.position == "0/99@tl1",
+    )
+    first = admitted()
+    wait_until("b admits 10 more beats", lambda: admitted() - first >= 10)
+    assert len(news) == told, "a new position alone is not news"
+    pair.relay.cut.set()
+    wait_until("b is told the link went down", lambda: len(news) > told)
+    assert not ups(pair.b.snapshot())["link"]
