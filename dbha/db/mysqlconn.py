@@ -15,7 +15,6 @@ import contextlib
 import os
 import struct
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import pymysql.connections
 import pymysql.cursors
 
 from dbha.db.base import DbCommandFailed, DbError, DbTimeout, DbUnreachable
+from dbha.db.kept import KeptSession
 from dbha.db.mysqlflavour import Flavour, detect
 from dbha.db.mysqlrows import ReplicaRow
 from dbha.errors import CommandFailed, CommandTimeout
@@ -321,12 +321,7 @@ class Session:
         self.close()
 
 
-# A probe whose reused session was lost (the server restarted, or a fence ended
-# it) tries a fresh one within its budget if at least this much is left.
-RECONNECT_MIN = 0.1
-
-
-class ProbeLink:
+class ProbeLink(KeptSession[Session, Deadline]):
     """The probe's one long-lived session to the local server.
 
     A new session per probe costs a login each time; this keeps one and runs every
@@ -339,57 +334,32 @@ class ProbeLink:
     gone (DbUnreachable: a restarted server, or a fence that ended it) connects
     anew at once, within the same budget. The probe reads global variables and
     status only, which a long-lived session sees as they are now. Thread-safe (one
-    use at a time); ``close`` ends the session.
+    use at a time); ``close`` ends the session (the protocol is
+    :class:`dbha.db.kept.KeptSession`'s).
     """
 
     def __init__(self, settings: MysqlSettings) -> None:
+        super().__init__()
         self._settings = settings
-        self._session: Session | None = None
-        self._lock = threading.Lock()
-        self._closes = 0  # close() calls so far: a use in flight keeps nothing after one
 
     def run(self, deadline: Deadline, what: str, observe: Callable[[Session], _T]) -> _T:
         """``observe(session)`` on the kept session (connecting if there is none),
         within ``deadline``. After an error no session is kept."""
-        if not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
-            raise DbTimeout(f"{what}: another probe still holds the session")
-        try:
-            closes = self._closes
-            s, self._session = self._session, None  # kept again only if this use goes well
-            if s is not None:
-                try:
-                    return self._use(s, deadline, observe, closes)
-                except DbUnreachable:
-                    if deadline.remaining() < RECONNECT_MIN:
-                        raise
-            return self._use(Session(self._settings, deadline, what), deadline, observe, closes)
-        finally:
-            self._lock.release()
+        return self._run(deadline, what, observe)
 
-    def close(self) -> None:
-        """End the kept session, if any (a probe in flight ends it when it is
-        done). Idempotent; never raises; never waits for a probe."""
-        self._closes += 1
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            s, self._session = self._session, None
-        finally:
-            self._lock.release()
-        if s is not None:
-            s.close()
+    def _open(self, deadline: Deadline, what: str) -> Session:
+        return Session(self._settings, deadline, what)
 
     def _use(
-        self, s: Session, deadline: Deadline, observe: Callable[[Session], _T], closes: int
-    ) -> _T:
+        self, s: Session, deadline: Deadline, observe: Callable[[Session], _T]
+    ) -> tuple[_T, bool]:
         s.renew(deadline)
         try:
             out = observe(s)
         except BaseException:
             s.close()
             raise
-        if s.conn.open and closes == self._closes:
-            self._session = s
-        else:
-            s.close()
-        return out
+        return out, bool(s.conn.open)
+
+    def _discard(self, s: Session) -> None:
+        s.close()

@@ -27,6 +27,7 @@ from psycopg.rows import dict_row
 
 from dbha import proc
 from dbha.db.base import DbCommandFailed, DbError, DbTimeout, DbUnreachable
+from dbha.db.kept import KeptSession
 from dbha.errors import CommandFailed, CommandTimeout
 
 ENGINE = "postgresql"
@@ -417,12 +418,7 @@ class _Cutter:
                 self._armed = None
 
 
-# A probe whose reused session was lost (the server restarted, or a fence ended
-# it) tries a fresh one within its budget if at least this much is left.
-RECONNECT_MIN = 0.1
-
-
-class ProbeLink:
+class ProbeLink(KeptSession[Conn, Deadline]):
     """The probe's one long-lived session to the local server.
 
     A new authenticated session per probe costs a SCRAM login (most of a probe's
@@ -439,54 +435,21 @@ class ProbeLink:
     Settings are read per statement: a server-wide change (ALTER SYSTEM + reload,
     as the soft fence does) reaches a long-lived backend before it runs its next
     command, so ``current_setting`` on this session says what a new session
-    would. Thread-safe (one use at a time); ``close`` ends the session.
+    would. Thread-safe (one use at a time); ``close`` ends the session (the
+    protocol is :class:`dbha.db.kept.KeptSession`'s).
     """
 
     def __init__(self, s: PgSettings) -> None:
+        super().__init__()
         self._s = s
-        self._conn: Conn | None = None
-        self._lock = threading.Lock()
-        self._closes = 0  # close() calls so far: a use in flight keeps nothing after one
         self._cutter: _Cutter | None = None
 
     def run(self, deadline: Deadline, observe: Callable[[Conn], _T]) -> _T:
         """``observe(conn)`` on the kept session (connecting if there is none), within
         ``deadline``. Errors come out as ``DbError``; after one, no session is kept."""
-        if not self._lock.acquire(timeout=max(0.0, deadline.remaining())):
-            raise DbTimeout(f"{deadline.what}: another probe still holds the session")
-        try:
-            closes = self._closes
-            if self._cutter is None:
-                self._cutter = _Cutter()
-            conn, reused = self._conn, self._conn is not None
-            self._conn = None  # held by this use; kept again only if it goes well
-            try:
-                return self._use(conn or self._connect(deadline), deadline, observe, closes)
-            except DbUnreachable:
-                if not reused or deadline.remaining() < RECONNECT_MIN:
-                    raise
-            return self._use(self._connect(deadline), deadline, observe, closes)
-        finally:
-            self._lock.release()
+        return self._run(deadline, deadline.what, observe)
 
-    def close(self) -> None:
-        """End the kept session, if any (a probe in flight ends it when it is
-        done). Idempotent; never raises; never waits for a probe."""
-        self._closes += 1
-        if not self._lock.acquire(blocking=False):
-            return
-        try:
-            conn, self._conn = self._conn, None
-            cutter, self._cutter = self._cutter, None
-        finally:
-            self._lock.release()
-        if cutter is not None:
-            cutter.close()
-        if conn is not None:
-            with suppress(psycopg.Error, OSError):
-                conn.close()
-
-    def _connect(self, deadline: Deadline) -> Conn:
+    def _open(self, deadline: Deadline, what: str) -> Conn:
         rest = deadline.left()
         ms = max(1, int(deadline.timeout * 1000))
         try:
@@ -503,31 +466,34 @@ class ProbeLink:
                 row_factory=dict_row,
             )
         except (psycopg.Error, OSError) as exc:
-            raise map_error(exc, deadline.what) from exc
+            raise map_error(exc, what) from exc
         return conn
 
     def _use(
-        self, conn: Conn, deadline: Deadline, observe: Callable[[Conn], _T], closes: int
-    ) -> _T:
+        self, conn: Conn, deadline: Deadline, observe: Callable[[Conn], _T]
+    ) -> tuple[_T, bool]:
+        if self._cutter is None:
+            self._cutter = _Cutter()
         cutter = self._cutter
-        assert cutter is not None  # made by run()
         use = cutter.arm(conn, deadline.end + CUT_GRACE)
         try:
             out = observe(conn)
         except BaseException as exc:
             fired = cutter.disarm(use)
-            with suppress(psycopg.Error, OSError):
-                conn.close()
+            self._discard(conn)
             if isinstance(exc, (psycopg.Error, OSError)):
                 raise map_error(exc, deadline.what, timed_out=fired) from exc
             raise
         fired = cutter.disarm(use)
-        if fired or conn.closed or conn.broken or closes != self._closes:
-            with suppress(psycopg.Error, OSError):
-                conn.close()
-        else:
-            self._conn = conn
-        return out
+        return out, not (fired or conn.closed or conn.broken)
+
+    def _discard(self, conn: Conn) -> None:
+        with suppress(psycopg.Error, OSError):
+            conn.close()
+
+    def _detach(self) -> Callable[[], None] | None:
+        cutter, self._cutter = self._cutter, None
+        return None if cutter is None else cutter.close
 
 
 def one(conn: Conn, query: Any, params: Sequence[Any] | None = None) -> Row:
