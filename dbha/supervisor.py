@@ -171,6 +171,13 @@ class DbObserver:
             return DbStatus.unreachable(f"no probe answer for {late:.1f}s"), missed
         return got
 
+    def overdue_at(self) -> float | None:
+        """When ``latest_probe`` starts saying unreachable if no answer comes first
+        (None: no answer yet): a time the loop must tick at, as nothing else tells it."""
+        with self._lock:
+            got = self._latest
+        return None if got is None else got[1] + self.timeout + 3 * self.retry_every
+
     def next_wait(self, st: DbStatus) -> float:
         """How long after a probe with status ``st`` the next one starts."""
         return self.every if st.reachable else self.retry_every
@@ -321,17 +328,26 @@ class Supervisor:
                 began = time.monotonic()
                 before = self.state
                 d = self.tick()
-                period = self.steady_period if self._steady(before, d) else self.interval
+                steady = self._steady(before, d)
+                period = self.steady_period if steady else self.interval
                 # An early tick (news woke it) starts the period afresh.
                 next_tick = min(next_tick + period, began + period)
                 now = time.monotonic()
                 delay = next_tick - now
                 if delay < 0:  # a slow tick: do not try to catch up in a burst
                     next_tick, delay = now, 0.0
-                if d.wake_at is not None and now < d.wake_at < now + delay:
+                wake_at = d.wake_at
+                if steady:
+                    # Times at which an observation changes with no news to say so:
+                    # a probe that does not answer becomes a failed one; the lease
+                    # runs out. Tick then, not at the end of a steady period.
+                    for at in (self.observer.overdue_at(), d.lease_until):
+                        if at is not None and (wake_at is None or at < wake_at):
+                            wake_at = at
+                if wake_at is not None and now < wake_at < now + delay:
                     # a wait ends before the next tick: tick then (just after, so
                     # the condition holds), and keep the period from there
-                    delay = d.wake_at - now + WAKE_SLACK
+                    delay = wake_at - now + WAKE_SLACK
                     next_tick = now + delay
                 self.ticking_every = period
                 self._wake.wait(delay)

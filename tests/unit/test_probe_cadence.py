@@ -132,6 +132,22 @@ def test_a_probe_that_never_answers_counts_once_per_interval() -> None:
     assert at not in distinct
 
 
+def test_overdue_at_is_where_the_answer_goes_stale() -> None:
+    """The loop ticks at ``overdue_at`` (nothing else says a probe went missing):
+    just before it the answer stands, just after it the probe counts as failed."""
+    every, timeout = 0.5, 2.0
+    obs, _ = observer(every, timeout)
+    assert obs.overdue_at() is None
+    obs.probe_once()
+    due = obs.overdue_at()
+    got = obs.latest_probe(0.0)
+    assert due is not None and got is not None
+    assert due == pytest.approx(got[1] + timeout + 3 * every)
+    before, after = obs.latest_probe(due - 0.001), obs.latest_probe(due + 0.001)
+    assert before is not None and before[0].reachable
+    assert after is not None and not after[0].reachable
+
+
 def test_stale_answers_feed_decide_one_failure_per_interval() -> None:
     """The observer's stale answers, read by ticks every 0.1 s, reach PROBE_FALL
     failures after PROBE_FALL probe intervals, not after PROBE_FALL ticks."""
