@@ -80,6 +80,9 @@ RECV_IDLE_WAIT = 0.25
 # The thread wakes this long after a path's silence deadline (a path is down only
 # once the deadline has passed; epoll's timeout is whole milliseconds, rounded up).
 DOWN_SLACK = 0.0005
+# A round due within this fraction of the interval is sent at once when a new
+# round of the peer's has just been admitted (never later than its time).
+EARLY_SEND = 0.5
 # What snapshot(counters=False) carries instead of the tallies.
 NO_COUNTERS = DropCounters.of((), {}, {}, {}, {})
 
@@ -193,6 +196,7 @@ class HeartbeatService:
         self._send_errors: dict[str, int] = {}
         self._send_failing: dict[str, bool] = {}
         self._trimming = False
+        self._new_round = False  # the loop admitted a newer round of the peer's
         self._socks: dict[str, socket.socket] = {}
         self._threads: list[threading.Thread] = []
         # Called, without the lock, when there is news: a path went up or down, or
@@ -389,7 +393,14 @@ class HeartbeatService:
                 try:
                     for fd, _ in poller.poll(min(max(0.0, wake - now), RECV_IDLE_WAIT)):
                         self._drain(names[fd])
-                    self._advance(self._clock())
+                    now = self._clock()
+                    self._advance(now)
+                    if self._new_round and next_send - now <= self.interval * EARLY_SEND:
+                        # Awake for the peer's round anyway: send ours now rather than
+                        # wake again for it. The two nodes' rounds fall into step,
+                        # and one of them wakes once per round instead of twice.
+                        next_send = now
+                    self._new_round = False
                 except Exception:  # keep receiving whatever one datagram did
                     log.exception("heartbeat: receive failed")
                     self._stop.wait(min(self.interval, RECV_IDLE_WAIT))
@@ -465,6 +476,7 @@ class HeartbeatService:
                 # replaces what we know of the peer.
                 if last is None or result.boot_id != last.boot_id or result.seq > last.seq:
                     self._last_beat, self._last_beat_at = result, now
+                    self._new_round = True
                     if result.eligible:
                         self._eligible_at = now
                     news = last is None or self._gist(last) != self._gist(result)
