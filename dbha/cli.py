@@ -49,7 +49,7 @@ def config_check(path: str) -> None:
 
     try:
         cfg = config.load(path)
-        problems = config.check_files(cfg)
+        problems = config.check_files(cfg) + config.unavailable(cfg)
         if problems:
             raise ConfigError(path, problems)
     except ConfigError as exc:
@@ -106,7 +106,7 @@ def run_cmd(path: str, json_log: bool) -> None:
     from dbha.supervisor import run
 
     cfg = _load(path)
-    problems = config.check_files(cfg) + config.missing_files(cfg)
+    problems = config.check_files(cfg) + config.missing_files(cfg) + config.unavailable(cfg)
     if problems:
         click.echo(str(ConfigError(path, problems)), err=True)
         sys.exit(2)

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Literal, TypeVar, cast, get_args
 from urllib.parse import urlsplit
 
-from dbha.configrules import MIN_KEY_FILE_BYTES, check_files, cross_check, missing_files
+from dbha.configrules import (
+    MIN_KEY_FILE_BYTES,
+    check_files,
+    cross_check,
+    missing_files,
+    unavailable,
+)
 from dbha.configschema import (
     Invalid,
     IPAddress,
@@ -69,6 +75,7 @@ __all__ = [
     "loads",
     "missing_files",
     "summary",
+    "unavailable",
 ]
 
 Engine = Literal["postgresql", "mariadb", "mysql"]

@@ -272,6 +272,26 @@ def check_files(cfg: Config) -> list[str]:
     return [line for line, missing in _file_findings(cfg) if not missing]
 
 
+def unavailable(cfg: Config) -> list[str]:
+    """What ``cfg`` asks for that this release cannot do, one problem line each.
+
+    The etcd arbiter (``sync_fallback = "arbiter"``) is modelled by the decision
+    core and the simulation, but no store client is shipped: a supervisor that
+    started with it would fail the arbiter's actions at the worst moment. So the
+    supervisor, ``dbha check`` and ``dbha config check`` refuse it up front.
+    """
+    if cfg.replication.mode == "sync" and cfg.replication.sync_fallback == "arbiter":
+        return [
+            problem(
+                "replication.sync_fallback",
+                "arbiter",
+                'the etcd arbiter is not available in this release: use "fallback" '
+                '(or "strict") and see docs/config.md',
+            )
+        ]
+    return []
+
+
 def missing_files(cfg: Config) -> list[str]:
     """The files ``cfg`` refers to that do not exist on this host, one line each.
 

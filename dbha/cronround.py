@@ -128,7 +128,7 @@ def _check(path: str, act: bool) -> CheckResult:
     status = ask_supervisor(cfg.service.control_socket)
     if status is not None:
         return from_supervisor(cfg, status)
-    problems = config.check_files(cfg) + config.missing_files(cfg)
+    problems = config.check_files(cfg) + config.missing_files(cfg) + config.unavailable(cfg)
     if problems:
         return _failed(f"config {path}: " + "; ".join(problems[:3]))
     return run_round(cfg, act)

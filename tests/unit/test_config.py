@@ -939,6 +939,40 @@ def test_cli_config_check_reports_every_problem(tmp_path: Path) -> None:
     assert "vip.interface: required key is missing" in result.output
 
 
+def test_the_arbiter_is_refused_until_it_is_available(tmp_path: Path) -> None:
+    """The core and the simulation model the etcd arbiter, but no store client is
+    shipped: dbha config check, dbha run and dbha check refuse it by name rather
+    than fail its actions during a failover."""
+    arbiter = (
+        ("replication.mode", "sync"),
+        ("replication.sync_fallback", "arbiter"),
+        ("arbiter", {"endpoints": ["http://198.18.0.5:2379"]}),
+    )
+    cfg = config.loads(changed(*arbiter))
+    (line,) = config.unavailable(cfg)
+    assert line.startswith('replication.sync_fallback = "arbiter": the etcd arbiter is not')
+    fallback = config.loads(
+        changed(("replication.mode", "sync"), ("replication.sync_fallback", "fallback"))
+    )
+    assert config.unavailable(fallback) == []
+    files = _with_files(tmp_path)
+    path = tmp_path / "pg-a.toml"
+    path.write_text(
+        changed(
+            ("database.password_file", str(files.database.password_file)),
+            ("heartbeat.key_file", str(files.heartbeat.key_file)),
+            *arbiter,
+        )
+    )
+    for argv, code in ((["config", "check"], 1), (["run"], 2)):
+        result = CliRunner().invoke(main, [*argv, "-c", str(path)])
+        assert result.exit_code == code, result.output
+        assert "the etcd arbiter is not available in this release" in result.output
+    result = CliRunner().invoke(main, ["check", "-c", str(path)])
+    assert result.exit_code == 2, result.output  # CRITICAL, before any round runs
+    assert "the etcd arbiter is not available in this release" in result.output
+
+
 def test_cli_config_check_reports_file_problems(tmp_path: Path) -> None:
     _secret(tmp_path / "pg.password", 0o644)
     cfg = _with_files(tmp_path)
