@@ -908,15 +908,22 @@ def test_summary_shows_only_the_program_of_a_fence_command() -> None:
 # ----------------------------------------------------------------------- CLI
 
 
-def test_cli_config_check_ok(tmp_path: Path) -> None:
+def _config_file(tmp_path: Path, *changes: tuple[str, Any]) -> Path:
+    """``pg-a.toml`` in ``tmp_path``, its secret files made (see _with_files)."""
     cfg = _with_files(tmp_path)
     path = tmp_path / "pg-a.toml"
     path.write_text(
         changed(
             ("database.password_file", str(cfg.database.password_file)),
             ("heartbeat.key_file", str(cfg.heartbeat.key_file)),
+            *changes,
         )
     )
+    return path
+
+
+def test_cli_config_check_ok(tmp_path: Path) -> None:
+    path = _config_file(tmp_path)
     result = CliRunner().invoke(main, ["config", "check", "-c", str(path)])
     assert result.exit_code == 0, result.output
     assert f"{path}: OK" in result.output
@@ -955,15 +962,7 @@ def test_the_arbiter_is_refused_until_it_is_available(tmp_path: Path) -> None:
         changed(("replication.mode", "sync"), ("replication.sync_fallback", "fallback"))
     )
     assert config.unavailable(fallback) == []
-    files = _with_files(tmp_path)
-    path = tmp_path / "pg-a.toml"
-    path.write_text(
-        changed(
-            ("database.password_file", str(files.database.password_file)),
-            ("heartbeat.key_file", str(files.heartbeat.key_file)),
-            *arbiter,
-        )
-    )
+    path = _config_file(tmp_path, *arbiter)
     for argv, code in ((["config", "check"], 1), (["run"], 2)):
         result = CliRunner().invoke(main, [*argv, "-c", str(path)])
         assert result.exit_code == code, result.output
@@ -975,14 +974,7 @@ def test_the_arbiter_is_refused_until_it_is_available(tmp_path: Path) -> None:
 
 def test_cli_config_check_reports_file_problems(tmp_path: Path) -> None:
     _secret(tmp_path / "pg.password", 0o644)
-    cfg = _with_files(tmp_path)
-    path = tmp_path / "pg-a.toml"
-    path.write_text(
-        changed(
-            ("database.password_file", str(cfg.database.password_file)),
-            ("heartbeat.key_file", str(cfg.heartbeat.key_file)),
-        )
-    )
+    path = _config_file(tmp_path)
     result = CliRunner().invoke(main, ["config", "check", "-c", str(path)])
     assert result.exit_code == 1
     assert "database.password_file" in result.output and "chmod 600" in result.output
