@@ -166,17 +166,23 @@ class DbObserver:
         at = got[1]
         late = now - at
         step = self.retry_every
-        if late > self.timeout + 3 * step:
+        if late > self.stale_after:
             missed = at + step * math.floor(late / step)
             return DbStatus.unreachable(f"no probe answer for {late:.1f}s"), missed
         return got
+
+    @property
+    def stale_after(self) -> float:
+        """How long after the last answer, with no newer one, ``latest_probe`` says
+        unreachable: longer than a probe may take."""
+        return self.timeout + 3 * self.retry_every
 
     def overdue_at(self) -> float | None:
         """When ``latest_probe`` starts saying unreachable if no answer comes first
         (None: no answer yet): a time the loop must tick at, as nothing else tells it."""
         with self._lock:
             got = self._latest
-        return None if got is None else got[1] + self.timeout + 3 * self.retry_every
+        return None if got is None else got[1] + self.stale_after
 
     def next_wait(self, st: DbStatus) -> float:
         """How long after a probe with status ``st`` the next one starts."""
@@ -330,25 +336,15 @@ class Supervisor:
                 d = self.tick()
                 steady = self._steady(before, d)
                 period = self.steady_period if steady else self.interval
-                # An early tick (news woke it) starts the period afresh.
-                next_tick = min(next_tick + period, began + period)
-                now = time.monotonic()
-                delay = next_tick - now
-                if delay < 0:  # a slow tick: do not try to catch up in a burst
-                    next_tick, delay = now, 0.0
-                wake_at = d.wake_at
-                if steady:
-                    # Times at which an observation changes with no news to say so:
-                    # a probe that does not answer becomes a failed one; the lease
-                    # runs out. Tick then, not at the end of a steady period.
-                    for at in (self.observer.overdue_at(), d.lease_until):
-                        if at is not None and (wake_at is None or at < wake_at):
-                            wake_at = at
-                if wake_at is not None and now < wake_at < now + delay:
-                    # a wait ends before the next tick: tick then (just after, so
-                    # the condition holds), and keep the period from there
-                    delay = wake_at - now + WAKE_SLACK
-                    next_tick = now + delay
+                next_tick, delay = plan_wait(
+                    next_tick,
+                    began,
+                    time.monotonic(),
+                    period,
+                    d,
+                    steady,
+                    self.observer.overdue_at(),
+                )
                 self.ticking_every = period
                 self._wake.wait(delay)
         finally:
@@ -741,6 +737,37 @@ class Supervisor:
             "alerts": {name: text for name, (text, _) in self._alerts.items()},
             "summary": self.summary(),
         }
+
+
+def plan_wait(
+    next_tick: float,
+    began: float,
+    now: float,
+    period: float,
+    d: Decision,
+    steady: bool,
+    overdue_at: float | None,
+) -> tuple[float, float]:
+    """The loop's next planned tick and how long to wait for it, after a tick that
+    began at ``began`` and decided ``d``.
+
+    The period runs from the planned tick before (``next_tick``), or afresh from
+    ``began`` when news woke the loop early; a slow tick is followed at once,
+    without catching up in a burst. A time within the wait at which something
+    changes with nothing to announce it ends the wait just after it: the end of a
+    wait of the decision (``d.wake_at``) and, in a steady state (where the period
+    is long), ``overdue_at`` (the probe's answer goes stale) and the lease's end.
+    """
+    next_tick = min(next_tick + period, began + period)
+    delay = next_tick - now
+    if delay < 0:
+        return now, 0.0
+    wakes = [d.wake_at, overdue_at, d.lease_until] if steady else [d.wake_at]
+    soon = [at for at in wakes if at is not None and now < at < now + delay]
+    if soon:
+        delay = min(soon) - now + WAKE_SLACK
+        next_tick = now + delay
+    return next_tick, delay
 
 
 def steady(

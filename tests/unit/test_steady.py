@@ -15,7 +15,7 @@ from dbha.beatpaths import PathSet
 from dbha.db.base import DbStatus, ReplicaInfo, Role
 from dbha.decide import decide
 from dbha.model import NodeRole, NodeState, Observation, Request, RequestKind
-from dbha.supervisor import _probe_gist, steady
+from dbha.supervisor import WAKE_SLACK, _probe_gist, plan_wait, steady
 from tests.unit.test_decide import (
     CFG,
     NOW,
@@ -178,3 +178,46 @@ def test_next_down_is_the_first_silence_deadline_of_a_path_up() -> None:
     assert ps.next_down() == pytest.approx(10.8)  # lan's; hb is down
     ps, _ = ps.advance(10.81)
     assert ps.next_down() is None
+
+
+# ---- the loop's wait (plan_wait): period, early ticks, and the times it must wake at
+
+QUIET = decide(replica_state(), REPLICA_OBS, CFG["async"])._replace(wake_at=None, lease_until=None)
+
+
+def test_the_period_runs_from_the_planned_tick() -> None:
+    # planned at 10.0, began on time, done at 10.01: the next at 10.25
+    assert plan_wait(10.0, 10.0, 10.01, 0.25, QUIET, True, None) == pytest.approx((10.25, 0.24))
+
+
+def test_an_early_tick_starts_the_period_afresh_and_a_slow_one_is_followed_at_once() -> None:
+    # woken by news at 10.05 although 10.25 was planned: the next at 10.30, not 10.50
+    assert plan_wait(10.25, 10.05, 10.06, 0.25, QUIET, True, None) == pytest.approx((10.30, 0.24))
+    assert plan_wait(10.0, 10.0, 10.4, 0.1, QUIET, False, None) == (10.4, 0.0)
+
+
+def test_a_decision_wait_that_ends_within_the_period_ends_the_wait() -> None:
+    d = QUIET._replace(wake_at=10.05)
+    nxt, delay = plan_wait(10.0, 10.0, 10.01, 0.1, d, False, None)
+    assert delay == pytest.approx(0.04 + WAKE_SLACK) and nxt == pytest.approx(10.05 + WAKE_SLACK)
+
+
+def test_a_steady_wait_ends_when_the_probe_goes_stale() -> None:
+    """A hung server answers nothing: only the time says the probe failed. A steady
+    loop must tick then, not at the end of its period (a hung primary handed over
+    2-4 s late when it did not)."""
+    nxt, delay = plan_wait(10.0, 10.0, 10.01, 0.25, QUIET, True, 10.1)
+    assert delay == pytest.approx(0.09 + WAKE_SLACK) and nxt == pytest.approx(10.1 + WAKE_SLACK)
+    leased = QUIET._replace(lease_until=10.2)
+    _, delay = plan_wait(10.0, 10.0, 10.01, 0.25, leased, True, 10.3)
+    assert delay == pytest.approx(0.19 + WAKE_SLACK)  # the lease's end, before the period's
+
+
+def test_times_outside_the_wait_or_outside_a_steady_state_do_not_shorten_it() -> None:
+    late = QUIET._replace(wake_at=10.5, lease_until=10.6)
+    assert plan_wait(10.0, 10.0, 10.01, 0.25, late, True, 10.9) == pytest.approx((10.25, 0.24))
+    past = QUIET._replace(lease_until=9.0)
+    assert plan_wait(10.0, 10.0, 10.01, 0.25, past, True, 9.5) == pytest.approx((10.25, 0.24))
+    # at the heartbeat interval the probe and the lease need no wake of their own
+    leased = QUIET._replace(lease_until=10.05)
+    assert plan_wait(10.0, 10.0, 10.01, 0.1, leased, False, 10.03) == pytest.approx((10.1, 0.09))
