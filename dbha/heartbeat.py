@@ -128,6 +128,19 @@ class HeartbeatSnapshot:
     events_lost: int  # transitions dropped because nobody drained them
 
 
+def round_due(next_send: float, now: float, interval: float, new_round: bool) -> float:
+    """When our next round goes out, judged just after a wake-up at ``now``: at
+    its time, or at once when the wake-up admitted a newer round of the peer's
+    (``new_round``) and ours is due within EARLY_SEND of an interval. Awake for
+    the peer's round anyway, we send ours rather than wake again for it: the two
+    nodes' rounds fall into step, and one of them wakes once per round instead
+    of twice. Never later than its time; never more than one round per half
+    interval."""
+    if new_round and next_send - now <= interval * EARLY_SEND:
+        return min(now, next_send)
+    return next_send
+
+
 class HeartbeatService:
     """Signed UDP heartbeats with the peer over every configured path.
 
@@ -395,11 +408,7 @@ class HeartbeatService:
                         self._drain(names[fd])
                     now = self._clock()
                     self._advance(now)
-                    if self._new_round and next_send - now <= self.interval * EARLY_SEND:
-                        # Awake for the peer's round anyway: send ours now rather than
-                        # wake again for it. The two nodes' rounds fall into step,
-                        # and one of them wakes once per round instead of twice.
-                        next_send = now
+                    next_send = round_due(next_send, now, self.interval, self._new_round)
                     self._new_round = False
                 except Exception:  # keep receiving whatever one datagram did
                     log.exception("heartbeat: receive failed")

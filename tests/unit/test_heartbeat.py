@@ -34,6 +34,7 @@ from dbha.beatwire import (
     encode_paths,
     verify,
 )
+from dbha.heartbeat import round_due
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -585,3 +586,14 @@ def test_every_field_survives_encode_and_decode() -> None:
         eligible=False,
     )
     assert decode(encode(beat, b"k" * 32), b"k" * 32) == beat
+
+
+def test_a_round_due_soon_goes_out_with_the_peers_round() -> None:
+    """round_due: a node awake for a newer round of its peer's sends its own at
+    once if it is due within half an interval; otherwise (or for any other
+    wake-up) at its time, and never later."""
+    assert round_due(0.4, 0.0, 1.0, True) == 0.0  # due in 0.4 interval: now
+    assert round_due(0.5, 0.0, 1.0, True) == 0.0  # due in exactly half an interval
+    assert round_due(0.6, 0.0, 1.0, True) == 0.6  # 0.6 interval: at its time
+    assert round_due(0.4, 0.0, 1.0, False) == 0.4  # no new round of the peer's
+    assert round_due(-0.1, 0.0, 1.0, True) == -0.1  # already due: not pushed later
