@@ -111,6 +111,7 @@ DEFAULT_HEARTBEAT_RISE = 3
 DEFAULT_SAFETY_TIMEOUT_MS = 300
 DEFAULT_SELF_FENCE_DEADLINE_MS = 1000
 DEFAULT_FENCE_COMMAND_TIMEOUT_MS = 5000
+DEFAULT_FENCE_STOP_TIMEOUT_MS = 30000
 DEFAULT_ARP_COUNT = 3
 DEFAULT_ARP_INTERVAL_MS = 200
 DEFAULT_ARP_PROBE_MS = 200  # how long the ARP probe before taking the VIP listens
@@ -256,6 +257,8 @@ class FenceConfig:
     command: tuple[str, ...] | None
     command_timeout_ms: int
     watchdog_device: Path | None = None  # the lease keeper pets it (dbha.keeper)
+    # Bound on stopping the server in the lease keeper's fence, after it is read-only.
+    stop_timeout_ms: int = DEFAULT_FENCE_STOP_TIMEOUT_MS
 
 
 @dataclass(frozen=True, slots=True)
@@ -527,6 +530,9 @@ def _fence(t: Table) -> FenceConfig:
             "command_timeout_ms", integer(100, 600_000), DEFAULT_FENCE_COMMAND_TIMEOUT_MS
         ),
         watchdog_device=t.opt("watchdog_device", absolute_path),
+        stop_timeout_ms=t.get(
+            "stop_timeout_ms", integer(1000, 600_000), DEFAULT_FENCE_STOP_TIMEOUT_MS
+        ),
     )
     t.finish()
     return cfg

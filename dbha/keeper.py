@@ -5,17 +5,20 @@ time on CLOCK_MONOTONIC, which every process of the host shares) and renews
 it every tick. The keeper runs beside it as a separate process, reading
 ``LEASE <t>`` / ``NONE`` / ``QUIT`` lines on its standard input. If a lease
 it was given ends without being renewed (the supervisor hung, was paused or
-starved, or died), the keeper removes the VIP and hard-fences the database
-on its own: the peer may promote itself once the lease is over, and this
-node must not be writable then.
+starved, or died), the keeper fences the node on its own (:func:`fence_now`:
+the database read-only with its sessions ended, then the VIP released, then
+the server stopped): the peer may promote itself once the lease is over, and
+this node must not be writable then.
 
 Guarantee and limits: while a lease runs, the keeper sleeps until its end and
 then reads the renewals that came meanwhile (a renewal only moves the end
 later, so nothing on the input needs it sooner: one wake-up per lease, not per
 tick); without a lease it wakes for the first line. It reacts at the lease's
-end, plus the time the fence takes (bounded by the config's deadline). It cannot help if the
-whole host is frozen (then the host is not writable either), if it is killed,
-or if the fence itself fails: a Linux watchdog device covers those cases.
+end, plus the time the read-only step takes (bounded from the config's
+deadline); the stop that follows has its own bound (``fence.stop_timeout_ms``).
+It cannot help if the whole host is frozen (then the host is not writable
+either), if it is killed, or if the fence itself fails: a Linux watchdog
+device covers those cases.
 
 The watchdog (``[fence] watchdog_device``, optional; e.g. ``/dev/watchdog``):
 the keeper opens the device, sets its timeout to ``watchdog_timeout(D)``
@@ -23,10 +26,12 @@ seconds (``max(1, floor((1 - LEASE_FRACTION) * D))`` for the self-fence
 deadline ``D``: the share of ``D`` a lease leaves between its end and the
 earliest moment the peer may promote, never under the 1 s the device counts
 in) and pets it every quarter of that, but only while this node is not
-primary or its lease is valid. When a lease ends, the keeper fences; if the
-fence does not confirm, it never pets again, and the device resets the host
-at most the timeout after the last pet, which was at or before the lease's
-end. A keeper that hangs or is killed stops petting too (closing the device
+primary or its lease is valid. When a lease ends, the keeper fences. It pets
+again once the read-only step confirmed (also while the server stops, which
+may take longer than the device's timeout), or once the server is stopped; if
+neither confirms (writes could still be accepted), it never pets again, and
+the device resets the host at most the timeout after the last pet, which was
+at or before the lease's end. A keeper that hangs or is killed stops petting too (closing the device
 without the magic character does not stop it). ``QUIT`` (the supervisor's
 clean stop), or the supervisor's exit while no lease is running, closes the
 device with the magic close ('V'), which disarms it (unless the driver was
@@ -38,8 +43,8 @@ deadline ``D`` of at least ``1 / (1 - LEASE_FRACTION)`` (6.7 s) the reset
 comes before the peer may promote; with a shorter ``D`` (the default is 1 s)
 the device cannot count fast enough and the reset may come up to
 ``timeout - (1 - LEASE_FRACTION) * D`` after it (0.85 s at the defaults): the
-watchdog then bounds the overlap, it does not prevent it. A fence slower than
-the timeout ends in a reset as well. A keeper starved of CPU for the timeout
+watchdog then bounds the overlap, it does not prevent it. A read-only step
+slower than the timeout ends in a reset as well. A keeper starved of CPU for the timeout
 resets a healthy host: that is the price of any watchdog.
 """
 
@@ -55,10 +60,11 @@ import select
 import signal
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from dbha import config
 from dbha.decide.base import LEASE_FRACTION
@@ -162,13 +168,22 @@ class Watchdog:
         self.device.close(disarm=disarm and not self.stopped)
 
 
+class FenceOutcome(NamedTuple):
+    """What the keeper's fence did. ``failed``: each step that failed, with why
+    (empty: all done). ``writable``: writes could still be accepted (neither the
+    read-only step nor the stop confirmed): only then is the host reset."""
+
+    failed: tuple[str, ...] = ()
+    writable: bool = False
+
+
 class Keeper:
     """The keeper's rules without its I/O: lease lines in; fence, watchdog and
-    reports out. ``fence`` returns what failed (empty: all done)."""
+    reports out. ``fence`` says what it did (:class:`FenceOutcome`)."""
 
     def __init__(
         self,
-        fence: Callable[[], list[str]],
+        fence: Callable[[Callable[[], None]], FenceOutcome],
         watchdog: Watchdog | None = None,
         report: Callable[[str], None] = print,
         clock: Callable[[], float] = time.monotonic,
@@ -204,11 +219,13 @@ class Keeper:
         if lease is not None and now >= lease:
             self.lease = None
             self.expirations += 1
-            failed = self.fence()
+            out = self.fence(self._tend_while_stopping)
             msg = f"lease ended {(now - lease) * 1000:.0f} ms ago without renewal: fenced" + (
-                f" with failures: {'; '.join(failed)}" if failed else ""
+                f" with failures: {'; '.join(out.failed)}" if out.failed else ""
             )
-            if failed and self.watchdog is not None:
+            if out.failed and not out.writable:
+                msg += " (read-only or stopped: it accepts no writes)"
+            if out.writable and self.watchdog is not None:
                 self.watchdog.stop()
                 msg += (
                     "; the watchdog is no longer petted: the host resets within "
@@ -231,27 +248,113 @@ class Keeper:
                 wait = min(wait, pet)
         return max(0.0, min(wait, IDLE_WAIT))
 
+    def _tend_while_stopping(self) -> None:
+        """Pet while the fence stops a server that is already read-only (called by
+        the fence, only then): a clean stop may outlast the device's timeout."""
+        if self.watchdog is None:
+            return
+        try:
+            self.watchdog.tend(self.clock())
+        except WatchdogError as exc:
+            self.watchdog.stop()
+            self.report(f"WATCHDOG {exc}: no longer petted")
+            log.error("keeper: %s: the watchdog is no longer petted", exc)
+
     def close(self, disarm: bool) -> None:
         """Leave; ``disarm`` the watchdog (never after a failed fence)."""
         if self.watchdog is not None:
             self.watchdog.close(disarm)
 
 
-def fence_now(cfg: config.Config) -> list[str]:
-    """Drop the VIP and hard-fence the database; return what failed (empty: all done)."""
+# The VIP goes once the read-only step is done, or this share of the time between
+# the lease's end and the earliest moment the peer may promote ((1 - LEASE_FRACTION)
+# of the deadline), whichever comes first: the sessions the fence ends tell their
+# clients so from an address the host still has, and the VIP is gone before the
+# peer may take it even when the database does not answer.
+VIP_GRACE_SHARE = 0.5
+# How often the keeper pets its watchdog while a read-only server stops (seconds).
+TEND_EVERY = 0.1
+
+
+def read_only_budget(deadline_s: float) -> float:
+    """Seconds the read-only step of a keeper's fence may take: the step the
+    self-fence deadline rests on (writes stop when it is done)."""
+    return max(0.5, 0.6 * deadline_s)
+
+
+def vip_grace(deadline_s: float) -> float:
+    """Seconds the keeper waits for the read-only step before it drops the VIP anyway."""
+    return VIP_GRACE_SHARE * (1 - LEASE_FRACTION) * deadline_s
+
+
+def fence_now(cfg: config.Config, tend: Callable[[], None] = lambda: None) -> FenceOutcome:
+    """The keeper's fence after a lease ended without renewal, in three bounded steps:
+
+    1. read-only (the driver's soft fence: writes refused, client sessions ended),
+       within :func:`read_only_budget`: the step the self-fence deadline rests on;
+    2. the VIP released, as soon as step 1 is done or after :func:`vip_grace`;
+    3. the server stopped (hard fence), within ``fence.stop_timeout_ms``: a clean
+       stop may take longer than the deadline (a checkpoint), and once step 1
+       holds nothing is written meanwhile. A stopped server is one the peer's
+       safety check finds dead, so the peer can take over.
+
+    ``tend`` is called every TEND_EVERY seconds while step 3 runs after step 1
+    confirmed (the keeper pets its watchdog then). Never raises. ``writable`` is
+    True only when neither step 1 nor step 3 confirmed: then the host may still
+    accept writes."""
     from dbha.drivers import local_driver
     from dbha.vip import Vip
 
-    failed = []
+    deadline_s = cfg.fence.self_fence_deadline_ms / 1000
+    failed: list[str] = []
+    driver = local_driver(cfg)
+    soft: list[str] = []  # empty once the read-only step confirmed; else why not
+
+    def read_only() -> None:
+        try:
+            driver.fence(read_only_budget(deadline_s))
+        except DbhaError as exc:
+            soft.append(str(exc))
+        except Exception as exc:  # a keeper thread must never die silently
+            soft.append(f"{type(exc).__name__}: {exc}")
+        else:
+            soft.append("")
+
+    step = threading.Thread(target=read_only, name="dbha-keeper-fence", daemon=True)
+    started = time.monotonic()
+    step.start()
+    step.join(vip_grace(deadline_s))
     try:
         Vip.from_config(cfg.vip).release()
     except DbhaError as exc:
         failed.append(f"VIP: {exc}")
-    try:
-        local_driver(cfg).fence(max(0.5, 0.6 * cfg.fence.self_fence_deadline_ms / 1000), hard=True)
-    except DbhaError as exc:
-        failed.append(f"database: {exc}")
-    return failed
+    step.join(max(0.0, read_only_budget(deadline_s) + 0.5 - (time.monotonic() - started)))
+    confirmed = soft == [""]
+    if not confirmed:
+        failed.append(f"read-only: {soft[0] if soft else 'no answer in time'}")
+    stop: list[str] = []  # as ``soft``, for step 3
+
+    def stop_server() -> None:
+        try:
+            driver.fence(cfg.fence.stop_timeout_ms / 1000, hard=True)
+        except DbhaError as exc:
+            stop.append(str(exc))
+        except Exception as exc:
+            stop.append(f"{type(exc).__name__}: {exc}")
+        else:
+            stop.append("")
+
+    stopping = threading.Thread(target=stop_server, name="dbha-keeper-stop", daemon=True)
+    stopping.start()
+    until = time.monotonic() + cfg.fence.stop_timeout_ms / 1000 + 1.0
+    while stopping.is_alive() and time.monotonic() < until:
+        if confirmed:
+            tend()
+        stopping.join(min(TEND_EVERY, max(0.0, until - time.monotonic())))
+    stopped = stop == [""]
+    if not stopped:
+        failed.append(f"stop: {stop[0] if stop else 'not done in time'}")
+    return FenceOutcome(tuple(failed), writable=not (confirmed or stopped))
 
 
 def serve(
@@ -265,7 +368,7 @@ def serve(
     def report(text: str) -> None:
         print(text, file=out, flush=True)  # type: ignore[call-overload]
 
-    keeper = Keeper(lambda: fence_now(cfg), watchdog, report)
+    keeper = Keeper(lambda tend: fence_now(cfg, tend), watchdog, report)
     try:
         code = _loop(keeper, stdin)
     except BaseException:

@@ -132,7 +132,10 @@ _PROMOTE_FORCED = (
     "ArbiterPromote? PersistState Notify FencePeer? WaitReplayed Promote SetSynchronous? "
     "AcquireVip Notify"
 )
-_STOP = "ReleaseVip? Fence?"
+# Stop serving: a database that answers is fenced before the VIP goes (its
+# sessions end where their clients still hear them); one that does not answer
+# loses the VIP first, then gets a best-effort fence (decide.base._stop_serving).
+_STOP = "Fence? ReleaseVip? Fence?"
 
 TABLE: tuple[Row, ...] = (
     # ---- start-up: nothing serves until the peer confirms it (LAB-NOTES: a
@@ -232,7 +235,7 @@ TABLE: tuple[Row, ...] = (
         R.PRIMARY,
         "switchover requested; the peer is an eligible replica at our epoch; no mark",
         R.HANDOVER,
-        "ReleaseVip? Fence Notify",
+        "Fence ReleaseVip? Notify",
         "the planned switchover: read-only first, the replica takes over once it has all",
     ),
     _row(
@@ -373,7 +376,7 @@ TABLE: tuple[Row, ...] = (
         "the local database failed (probe fall count or a check script) and the peer is "
         "an eligible replica",
         R.HANDOVER,
-        "ReleaseVip? Fence? Notify",
+        _STOP + " Notify",
         "hand the role over rather than serve from a failed database",
     ),
     _row(

@@ -225,12 +225,21 @@ def _notify(event: str, detail: str = "") -> Notify:
 
 
 def _stop_serving(obs: Observation, fence: Fence = FENCE) -> list[Action]:
-    """Drop the VIP (first: clients stop reaching us even if the fence hangs) and fence."""
+    """Fence, then drop the VIP. A database that answers is fenced first, while the
+    VIP is still here: the fence ends its sessions, and the error and FIN it sends
+    reach the clients only from an address the host still has (sent from a removed
+    VIP they are lost, and a client without keepalives waits on a dead session for
+    minutes). The fence is bounded and best effort, so the VIP goes whatever it
+    gave. A database that does not answer has no session to end where a client
+    would see it: the VIP goes first, then the (best-effort) fence."""
     acts: list[Action] = []
+    local = obs.local
+    fencing = not local.reachable or local.writable or fence.hard
+    if fencing and local.reachable:
+        acts.append(Fence(fence.hard, best_effort=True))
     if obs.vip_held:
         acts.append(RELEASE_VIP)
-    local = obs.local
-    if not local.reachable or local.writable or fence.hard:
+    if fencing and not local.reachable:
         acts.append(Fence(fence.hard, best_effort=True))
     return acts
 

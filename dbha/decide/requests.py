@@ -47,8 +47,12 @@ def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
     if kind is RequestKind.SWITCHOVER:
         why = _switchover_blocker(state, obs)
         if why is None:
-            acts: list[Action] = [RELEASE_VIP] if obs.vip_held else []
-            acts += [FENCE, _notify("switchover_started")]  # this fence must succeed
+            # Read-only first, its sessions ended while their clients still reach this
+            # address; this fence must succeed. Then the VIP goes.
+            acts: list[Action] = [FENCE]
+            if obs.vip_held:
+                acts.append(RELEASE_VIP)
+            acts.append(_notify("switchover_started"))
             return _d(
                 replace(state, role=NodeRole.HANDOVER, since=obs.now, switching=True),
                 "switchover-start",

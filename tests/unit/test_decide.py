@@ -223,7 +223,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         obs(primary_db(), PeerView(), vip_held=True),
         "start-primary",
         R.FENCED,
-        ["ReleaseVip", "Fence"],
+        ["Fence", "ReleaseVip"],
     ),
     (
         "restarted replica drops a VIP it still carries",
@@ -564,7 +564,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         obs(primary_db(), heard(ann(R.PRIMARY, epoch=2)), vip_held=True),
         "newer-epoch",
         R.FENCED,
-        ["ReleaseVip", "Fence", "Notify"],
+        ["Fence", "ReleaseVip", "Notify"],
     ),
     (
         "two primaries at one epoch: the later name yields",
@@ -606,7 +606,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         ),
         "primary-isolated",
         R.FENCED,
-        ["ReleaseVip", "Fence", "Notify"],
+        ["Fence", "ReleaseVip", "Notify"],
     ),
     (
         "no echo and no verdict: lease expired",
@@ -615,7 +615,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         obs(primary_db(), heard(REPLICA_PEER, ago=0.05, echo_ago=0.9), vip_held=True),
         "primary-lease-lost",
         R.FENCED,
-        ["ReleaseVip", "Fence", "Notify"],
+        ["Fence", "ReleaseVip", "Notify"],
     ),
     (
         "replica dead: peer_dead verdict keeps the primary serving",
@@ -665,7 +665,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         obs(primary_db(), heard(REPLICA_PEER), vip_held=True, checks_ok=False),
         "primary-db-failed",
         R.HANDOVER,
-        ["ReleaseVip", "Fence", "Notify"],
+        ["Fence", "ReleaseVip", "Notify"],
     ),
     (
         "database failed, replica not eligible: keep the role",
@@ -757,7 +757,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         ),
         "primary-isolated",
         R.FENCED,
-        ["ReleaseVip", "Fence", "Notify"],
+        ["Fence", "ReleaseVip", "Notify"],
     ),
     (
         "arbiter: fall back only through the arbiter's mark",
@@ -953,7 +953,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         ),
         "switchover-start",
         R.HANDOVER,
-        ["ReleaseVip", "Fence", "Notify"],
+        ["Fence", "ReleaseVip", "Notify"],
     ),
     (
         "switchover with no eligible replica: refused",

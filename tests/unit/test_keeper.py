@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -19,6 +20,7 @@ from dbha.decide.base import LEASE_FRACTION
 from dbha.keeper import (
     IDLE_WAIT,
     PETS_PER_TIMEOUT,
+    FenceOutcome,
     Keeper,
     Watchdog,
     WatchdogError,
@@ -55,22 +57,42 @@ class Rig:
     """A keeper with a fake device, a fake fence and a hand-moved clock."""
 
     def __init__(
-        self, fence_fails: bool = False, fence_takes: float = 0.0, device: FakeDevice | None = None
+        self,
+        fence_fails: bool = False,
+        fence_takes: float = 0.0,
+        device: FakeDevice | None = None,
+        stop_takes: float = 0.0,
+        stop_fails: bool = False,
     ) -> None:
         self.now = 100.0
         self.device = device or FakeDevice()
         self.fences: list[float] = []
         self.reports: list[str] = []
         self.fence_fails, self.fence_takes = fence_fails, fence_takes
+        self.stop_takes, self.stop_fails = stop_takes, stop_fails
         self.keeper = Keeper(
             self._fence, Watchdog(self.device, 1), self.reports.append, clock=lambda: self.now
         )
 
-    def _fence(self) -> list[str]:
+    def _fence(self, tend: Callable[[], None]) -> FenceOutcome:
+        """As fence_now: the read-only step (``fence_takes``; fails with
+        ``fence_fails``), then the stop (``stop_takes``, ``tend`` called every 0.1 s
+        meanwhile when the read-only step confirmed; fails with ``stop_fails``, and
+        with ``fence_fails``)."""
         self.fences.append(self.now)
         self.now += self.fence_takes
         self.device.clock = self.now
-        return ["database: no answer"] if self.fence_fails else []
+        end = self.now + self.stop_takes
+        while self.now < end:
+            self.now = self.device.clock = min(end, self.now + 0.1)
+            if not self.fence_fails:
+                tend()
+        failed = []
+        if self.fence_fails:
+            failed.append("read-only: no answer")
+        if self.fence_fails or self.stop_fails:
+            failed.append("stop: no answer")
+        return FenceOutcome(tuple(failed), writable=self.fence_fails)
 
     def step(self, to: float) -> float:
         self.now = self.device.clock = to
@@ -171,6 +193,33 @@ def test_no_pet_between_the_end_of_a_lease_and_a_confirmed_fence() -> None:
     assert before and max(before) <= 100.6 and after and min(after) == pytest.approx(100.9)
 
 
+def test_a_stop_slower_than_the_device_keeps_the_pets_coming_once_read_only() -> None:
+    """The read-only step confirms at once; the clean stop that follows takes 3 s,
+    three times the device's timeout. Nothing can be written meanwhile, so the
+    keeper goes on petting while it waits (no reset of a fenced host)."""
+    rig = Rig(stop_takes=3.0)
+    rig.keeper.line(b"LEASE 100.5")
+    rig.run(105.0)
+    assert rig.fences == [100.5] and not rig.keeper.watchdog.stopped  # type: ignore[union-attr]
+    during = sorted(t for t in rig.device.pets if 100.5 < t <= 103.5)
+    gaps = [b - a for a, b in itertools.pairwise([100.5, *during, 103.5])]
+    assert during and max(gaps) < 1.0, rig.device.pets
+
+
+def test_a_failed_stop_after_a_confirmed_read_only_step_does_not_reset_the_host() -> None:
+    """Read-only confirmed, then the stop fails: the host accepts no writes, the
+    report says so, and the watchdog goes on being petted (and may be disarmed)."""
+    rig = Rig(stop_fails=True)
+    rig.keeper.line(b"LEASE 100.5")
+    rig.run(102.0)
+    assert "with failures: stop: no answer" in rig.reports[0]
+    assert "accepts no writes" in rig.reports[0] and "resets" not in rig.reports[0]
+    assert not rig.keeper.watchdog.stopped  # type: ignore[union-attr]
+    assert max(rig.device.pets) > 101.5
+    rig.keeper.close(disarm=True)
+    assert rig.device.closed is True
+
+
 def test_a_pet_that_fails_stops_petting_and_keeps_the_device_armed() -> None:
     rig = Rig(device=FakeDevice(fail_pet=True))
     rig.step(100.0)
@@ -209,9 +258,9 @@ def test_quit_and_none() -> None:
 def _keeper_on_pipe(fence_calls: list[int]) -> tuple[Keeper, int, int]:
     r, w = os.pipe()
 
-    def fence() -> list[str]:
+    def fence(_tend: Callable[[], None]) -> FenceOutcome:
         fence_calls.append(1)
-        return []
+        return FenceOutcome()
 
     return Keeper(fence, None, lambda _text: None), r, w
 
