@@ -60,6 +60,10 @@ class DbView:
     streaming: bool | None = None
     sync_replication: bool | None = None  # commits wait for the replica (None: not told)
     sync_waiting: int | None = None  # sessions waiting for it (None: not told)
+    sync_standbys: int | None = None  # replicas acknowledging synchronously (None: not told)
+    # How long synchronous commit has been on with no synchronous standby (None: not
+    # told; a cron round looks once).
+    blocked_for: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,13 +125,17 @@ class Limits:
     lag_units: int
     lag_seconds: float
     unit: str  # "bytes" | "transactions"
+    # replication.mode, or sync_fallback in sync mode: "async" | "strict" | "fallback"
+    sync: str = "async"
+    config: str = "CONFIG"  # the config file, for the commands a finding suggests
 
     @classmethod
     def of(cls, cfg: Config) -> Limits:
         rep = cfg.replication
+        sync = rep.sync_fallback if rep.mode == "sync" else "async"
         if cfg.database.is_postgresql:
-            return cls(rep.max_lag_bytes, rep.max_lag_seconds, "bytes")
-        return cls(rep.max_lag_transactions, rep.max_lag_seconds, "transactions")
+            return cls(rep.max_lag_bytes, rep.max_lag_seconds, "bytes", sync, cfg.source)
+        return cls(rep.max_lag_transactions, rep.max_lag_seconds, "transactions", sync, cfg.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +159,43 @@ def _clip(text: str, limit: int = MAX_TEXT) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def _database(v: View) -> list[Finding]:
+# Synchronous commit on with no synchronous standby is judged blocked once it has
+# lasted this long (seconds), or at once when commits are seen waiting: a replica
+# reconnecting leaves the primary without a standby for a moment.
+BLOCKED_GRACE = 1.0
+
+
+def _blocked(v: View, limits: Limits) -> Finding | None:
+    """Synchronous commit is on and no standby acknowledges: every commit waits."""
+    db = v.db
+    if db is None or db.role != "primary" or not db.sync_replication or db.sync_standbys != 0:
+        return None
+    waiting = db.sync_waiting or 0
+    if waiting == 0 and db.blocked_for is not None and db.blocked_for < BLOCKED_GRACE:
+        return None
+    since = f" for {db.blocked_for:.0f} s" if db.blocked_for is not None else ""
+    count = f", {waiting} commit(s) waiting" if waiting else ""
+    relax = f"dbha sync relax -c {limits.config}"
+    if limits.sync == "fallback":
+        way = (
+            f"they go on once {v.peer_name} acknowledges, or once it has been gone (not "
+            "heard as an eligible replica) for 3 self-fence deadlines; check that it "
+            f"replicates and acknowledges (dbha status on it), or accept asynchronous "
+            f"commits now: {relax}"
+        )
+    else:
+        way = (
+            f"they wait until {v.peer_name} acknowledges; check that it replicates and "
+            f"acknowledges (dbha status on it), or accept asynchronous commits: {relax}"
+        )
+    return Finding(
+        Status.CRITICAL,
+        f"commits are blocked: synchronous commit is on and no synchronous standby is "
+        f"connected{since}{count}; {way}",
+    )
+
+
+def _database(v: View, limits: Limits) -> list[Finding]:
     db = v.db
     if db is None:
         return [Finding(Status.WARNING, "database not probed yet")]
@@ -159,7 +203,12 @@ def _database(v: View) -> list[Finding]:
         why = f" ({_clip(db.error)})" if db.error else ""
         return [Finding(Status.CRITICAL, f"database unreachable{why}")]
     out = []
-    if db.sync_waiting is not None and db.sync_waiting > 0:
+    blocked = _blocked(v, limits)
+    if blocked is not None:
+        out.append(blocked)
+    elif db.sync_standbys is not None and db.sync_standbys > 0:
+        pass  # commits seen waiting have a standby to answer them: in flight
+    elif db.sync_waiting is not None and db.sync_waiting > 0:
         out.append(
             Finding(
                 Status.CRITICAL,
@@ -298,7 +347,7 @@ def _care(v: View, limits: Limits) -> list[Finding]:
 
 def assess(v: View, limits: Limits) -> Assessment:
     """The status of ``v`` (the worst finding) and a one-line summary."""
-    findings = [*_database(v), *_roles(v), *_peer(v), *_care(v, limits)]
+    findings = [*_database(v, limits), *_roles(v), *_peer(v), *_care(v, limits)]
     findings.sort(key=lambda f: -f.status)  # stable: rule order within a level
     status = findings[0].status if findings else Status.OK
     head = f"{v.service} on {v.node}"
@@ -379,6 +428,8 @@ def view_from_status(status: object, limits: Limits) -> View:
             streaming=_bool(db_d.get("streaming")),
             sync_replication=_bool(db_d.get("sync_replication")),
             sync_waiting=_int(db_d.get("sync_waiting")),
+            sync_standbys=_int(db_d.get("sync_standbys")),
+            blocked_for=_num(db_d.get("blocked_for")),
         )
     paths = tuple(
         (str(name)[:64], _bool(_get(_map(p), "up")) is True)
@@ -437,6 +488,7 @@ def db_view(local: DbStatus) -> DbView:
         streaming=local.streaming if local.role.value == "replica" else None,
         sync_replication=local.sync_replication if local.role.value == "primary" else None,
         sync_waiting=waiting if isinstance(waiting, int) else None,
+        sync_standbys=local.sync_standbys if local.role.value == "primary" else None,
     )
 
 

@@ -185,6 +185,30 @@ def maintenance_cmd(mode: str, path: str) -> None:
     _answer(_ask(_load(path), {"cmd": f"maintenance_{mode}"}))
 
 
+@main.group("sync")
+def sync_group() -> None:
+    """Synchronous commit on this primary."""
+
+
+@sync_group.command("relax")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Relax even while the replica may still take over without what is acknowledged meanwhile.",
+)
+def sync_relax_cmd(path: str, force: bool) -> None:
+    """Run on the primary: accept asynchronous commits until the replica is back.
+
+    For replication.mode = "sync" with sync_fallback = "strict", whose commits wait
+    while the replica is gone (after a failover, the old primary needs a resync).
+    The primary persists and announces a replica-not-in-sync mark, so the replica
+    is not promoted until it has caught up; commits wait again once it is back.
+    Refused while the replica is heard as eligible or its database still answers,
+    unless --force."""
+    _answer(_ask(_load(path), {"cmd": "sync_relax", "force": force}))
+
+
 @main.command("switchover")
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
 def switchover_cmd(path: str) -> None:

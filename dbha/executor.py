@@ -32,6 +32,7 @@ from dbha.model import (
     NodeState,
     Notify,
     PersistState,
+    PrepareReplica,
     Promote,
     Rejoin,
     ReleaseVip,
@@ -198,6 +199,8 @@ class Executor:
                 p.driver.wait_replayed(timeout)
             case Promote():
                 p.driver.promote(timeout)
+            case PrepareReplica():
+                p.driver.prepare_replica(timeout)
             case Follow():
                 p.driver.follow(p.upstream, timeout)
             case Rejoin(force=force):

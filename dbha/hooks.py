@@ -47,6 +47,8 @@ EVENTS = frozenset(
         "switchover_done",
         "sync_fallback",
         "sync_restored",
+        "replica_prepared",
+        "sync_relaxed",
         "check_failed",
         "check_passed",
     }

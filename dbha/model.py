@@ -65,6 +65,9 @@ class RequestKind(StrEnum):
     RESYNC = "resync"  # rejoin the local node as a replica of the peer
     MAINTENANCE_ON = "maintenance_on"
     MAINTENANCE_OFF = "maintenance_off"
+    # run on a synchronous primary: stop waiting for the replica until it is back and
+    # caught up (a replica-not-in-sync mark, as the fallback mode takes by itself)
+    SYNC_RELAX = "sync_relax"
 
 
 # ----------------------------------------------------------------- node state
@@ -101,6 +104,7 @@ class NodeState:
     eligible_since: float | None = None  # replica: announcing itself eligible since then
     clear_pos: Position | None = None  # primary with a mark: covered by the replica -> clear
     safety_asked_at: float | None = None  # last RunSafetyCheck request
+    prepare_asked_at: float | None = None  # last PrepareReplica request
     dead_since: float | None = None  # start of the current run of peer_dead verdicts
 
     def persisted(self) -> NodeState:
@@ -298,6 +302,12 @@ class Rejoin(Action):
 
 
 @dataclass(frozen=True, slots=True)
+class PrepareReplica(Action):
+    """Make the local replica acknowledge synchronous commits (a pair dbha did not
+    build: its standby names itself otherwise, or its semi-sync replica side is off)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RunSafetyCheck(Action):
     """Start the safety check; its result arrives in a later observation."""
 
@@ -353,6 +363,7 @@ WAIT_REPLAYED = WaitReplayed()
 PROMOTE = Promote()
 RUN_SAFETY_CHECK = RunSafetyCheck()
 FENCE_PEER = FencePeer()
+PREPARE_REPLICA = PrepareReplica()
 SYNC_ON = SetSynchronous(True)
 SYNC_OFF = SetSynchronous(False)
 

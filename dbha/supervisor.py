@@ -43,6 +43,7 @@ from dbha.model import (
     NodeState,
     Observation,
     PeerView,
+    PrepareReplica,
     Promote,
     Rejoin,
     Request,
@@ -64,7 +65,7 @@ SAFETY_IN_FLIGHT = 3
 # How often an idle safety thread looks at the heartbeat itself (seconds).
 SAFETY_IDLE_POLL = 0.5
 # Actions after which the local database's status must be probed again at once.
-_CHANGES_DB = (Fence, Unfence, Promote, Follow, Rejoin, SetSynchronous)
+_CHANGES_DB = (Fence, Unfence, Promote, Follow, Rejoin, SetSynchronous, PrepareReplica)
 # Roles that serve writes under a lease.
 SERVING_ROLES = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 # A serving node's actions stop this long before its lease ends (seconds).
@@ -275,6 +276,9 @@ class Supervisor:
         self._sd = sdnotify.enabled()  # NOTIFY_SOCKET does not change while we run
         self._started_at = time.monotonic()
         self._alerts: dict[str, tuple[str, float]] = {}  # name -> (text, last logged)
+        # Since when (monotonic) the local primary's commits wait with no synchronous
+        # standby connected (None: they do not).
+        self._blocked_since: float | None = None
         self._refusing_since: float | None = None
 
     # -- life cycle -----------------------------------------------------------
@@ -404,6 +408,10 @@ class Supervisor:
         for ev in self.heartbeat.drain_events():
             self._notify(ev.kind.value, ev.path or "")
         d = decide(self.state, obs, self.cfg)
+        if not obs.local.commits_blocked:
+            self._blocked_since = None
+        elif self._blocked_since is None:
+            self._blocked_since = obs.now
         deadline = None
         if self.state.role in SERVING_ROLES and d.next_state.role is self.state.role:
             # Renew before acting (the evidence is this observation's, whatever the
@@ -717,6 +725,15 @@ class Supervisor:
                 "lag_transactions": local.lag_transactions,
                 "lag_seconds": local.lag_seconds,
                 "streaming": local.streaming,
+                "sync_replication": local.sync_replication,
+                "sync_waiting": local.sync_waiting,
+                "sync_standbys": local.sync_standbys if local.role is Role.PRIMARY else None,
+                # how long synchronous commit has been on with no standby to answer
+                "blocked_for": None
+                if self._blocked_since is None or obs is None
+                else round(obs.now - self._blocked_since, 3),
+                "sync_ready": local.sync_ready,
+                "replay_paused": local.replay_paused,
                 "error": local.error,
             },
             "peer_state": None
@@ -724,8 +741,11 @@ class Supervisor:
             else {
                 "role": obs.peer.last.role.value,
                 "epoch": obs.peer.last.epoch,
+                "db_reachable": obs.peer.last.db_reachable,
                 "db_writable": obs.peer.last.db_writable,
                 "maintenance": obs.peer.last.maintenance,
+                "needs_resync": obs.peer.last.needs_resync,
+                "eligible": obs.peer.last.eligible,
             },
             "paths": {p.name: {"up": p.up} for p in snap.paths},
             "heartbeat_counters": snap.counters.as_dict(),

@@ -36,6 +36,7 @@ from dbha.model import (
     NodeState,
     Notify,
     PersistState,
+    PrepareReplica,
     Promote,
     Rejoin,
     ReleaseVip,
@@ -78,6 +79,7 @@ _ACTIONS: dict[str, type[Action]] = {
         FencePeer,
         Notify,
         PersistState,
+        PrepareReplica,
         Promote,
         Rejoin,
         ReleaseVip,
@@ -256,6 +258,15 @@ TABLE: tuple[Row, ...] = (
         "rejoin through the driver (rewind/clone)",
     ),
     _row(
+        "sync-relax",
+        R.PRIMARY,
+        "sync relax requested (sync mode, no mark); the replica silent and found dead, or "
+        "heard needing a resync or not eligible (or --force)",
+        SAME,
+        "PersistState SetSynchronous Notify",
+        "the operator accepts asynchronous commits until the replica is back and caught up",
+    ),
+    _row(
         "request-refused",
         ALL,
         "a request whose conditions do not hold",
@@ -323,6 +334,16 @@ TABLE: tuple[Row, ...] = (
         SAME,
         "",
         "the reason names the missing condition",
+    ),
+    _row(
+        "replica-prepare",
+        R.REPLICA,
+        "sync mode, the peer heard, and the local replica does not acknowledge "
+        "synchronous commits (asked at most every 5 s)",
+        SAME,
+        "PrepareReplica Notify",
+        "a pair built without dbha: its standby names itself otherwise, or semi-sync is "
+        "off on the replica side, so the primary's commits would wait for nobody",
     ),
     _row("replica-follow", R.REPLICA, "the peer is heard", SAME, "", "steady state"),
     # ---- promoting

@@ -107,6 +107,14 @@ class DbStatus:
     lag_seconds: float | None = None
     streaming: bool = False
     upstream: str | None = None
+    # Whether this replica acknowledges its primary's synchronous commits: PostgreSQL,
+    # its WAL receiver names itself after this node (which the primary's
+    # synchronous_standby_names lists); MySQL/MariaDB, the replica side of semi-sync
+    # is on and the running receiver registered with it. None: not known.
+    sync_ready: bool | None = None
+    # Whether applying what was received is paused (PostgreSQL: pg_wal_replay_pause;
+    # MySQL/MariaDB: the applier stopped without an error while the receiver runs).
+    replay_paused: bool = False
     # Primary only.
     replicas: tuple[ReplicaInfo, ...] = field(default_factory=tuple)
     sync_replication: bool = False  # commits wait for the replica (sync / semi-sync on)
@@ -120,6 +128,18 @@ class DbStatus:
     @classmethod
     def unreachable(cls, why: str) -> DbStatus:
         return cls(reachable=False, error=why)
+
+    @property
+    def sync_standbys(self) -> int:
+        """Replicas that acknowledge this primary's commits synchronously now."""
+        return sum(1 for r in self.replicas if r.sync)
+
+    @property
+    def commits_blocked(self) -> bool:
+        """A primary whose commits wait for a synchronous replica while none is
+        connected: every commit waits until one comes (or synchronous commit is
+        turned off)."""
+        return self.reachable and self.sync_replication and self.sync_standbys == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +221,16 @@ class DatabaseDriver(Protocol):
         """Turn a former primary into a replica of ``upstream``. Keeps aside (never
         discards) whatever ``upstream`` lacks and reports it. Raises DbRefused when
         that needs ``force`` and it was not given."""
+        ...
+
+    def prepare_replica(self, timeout: float) -> None:
+        """On a replica: make it acknowledge its primary's synchronous commits
+        (afterwards ``probe().sync_ready`` is True). PostgreSQL: its WAL receiver's
+        application_name becomes this node's name (primary_conninfo rewritten with
+        ALTER SYSTEM and reloaded; the rest of the conninfo and the slot kept);
+        MySQL/MariaDB: the replica side of semi-sync on, the receiver reconnected so
+        that it registers. Never restarts the server. Idempotent. Raises DbRefused
+        on a primary, or when it cannot be done safely (nothing changed)."""
         ...
 
     def covers(self, candidate: Position, reference: Position) -> bool:

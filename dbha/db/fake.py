@@ -109,6 +109,7 @@ class FakeServer:
     upstream: str | None = None
     streaming: bool = False  # a replica's connection to its upstream is up
     replay_paused: bool = False
+    acks: bool = True  # a replica acknowledges synchronous commits (prepare_replica)
     sync_names: frozenset[str] = frozenset()  # replicas whose acks commits wait for
     aside: list[tuple[Entry, ...]] = field(default_factory=list)  # what rejoins set aside
     version: str = "fake-1"
@@ -274,7 +275,7 @@ class FakeDriver:
                 ReplicaInfo(
                     name=o.name,
                     state="streaming",
-                    sync=o.name in s.sync_names,
+                    sync=o.name in s.sync_names and o.acks,
                     sent=o.received(),
                     flushed=o.received(),
                     replayed=o.replayed(),
@@ -307,6 +308,8 @@ class FakeDriver:
             lag_seconds=max(0.0, s.cluster.now - pending[0].at) if pending else 0.0,
             streaming=s.streaming,
             upstream=s.upstream,
+            sync_ready=s.acks,
+            replay_paused=s.replay_paused,
         )
 
     def fence(self, timeout: float, hard: bool = False) -> None:
@@ -409,6 +412,14 @@ class FakeDriver:
             set_aside=set_aside,
             notes=(f"{len(extra)} log entries set aside",) if extra else (),
         )
+
+    def prepare_replica(self, timeout: float) -> None:
+        """The replica acknowledges synchronous commits from now on. Refused on a
+        primary; idempotent."""
+        s = self._reachable()
+        if s.role is not Role.REPLICA:
+            raise DbRefused(f"{s.name}: not a replica")
+        s.acks = True
 
     def set_synchronous(self, on: bool, timeout: float) -> None:
         """On: commits wait for every other server of the cluster (the peer); off:

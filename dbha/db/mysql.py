@@ -48,6 +48,7 @@ from dbha.db.mysqlconn import (
 from dbha.db.mysqlflavour import Flavour
 from dbha.db.mysqlrows import (
     ReplicaRow,
+    SemiSync,
     ServerVars,
     clients_to_kill,
     parse_replicas,
@@ -158,6 +159,11 @@ class MysqlDriver:
                     "semi-synchronous replication is on but falls back to asynchronous "
                     f"commits {semi.weak}: not counted as synchronous"
                 )
+            if semi.active and semi.wait_point == "AFTER_COMMIT":
+                notes.append(
+                    "semi-synchronous replication waits AFTER_COMMIT: other sessions see a "
+                    "commit before the replica has it (AFTER_SYNC is lossless)"
+                )
             return DbStatus(
                 reachable=True,
                 role=Role.PRIMARY,
@@ -174,6 +180,7 @@ class MysqlDriver:
         behind = gtid.behind(f.name, received, v.executed)
         if rep.error:
             notes.append(rep.error)
+        semi = parse_semisync(s.rows(f.semisync_sql))
         return DbStatus(
             reachable=True,
             role=Role.REPLICA,
@@ -186,6 +193,8 @@ class MysqlDriver:
             lag_seconds=self._lag_seconds(f, v, rep, behind),
             streaming=rep.streaming,
             upstream=f"{rep.source_host}:{rep.source_port}",
+            sync_ready=_acknowledges(semi, rep),
+            replay_paused=rep.sql_running == "No" and not rep.sql_errno and not rep.sql_error,
             error="; ".join(notes) or None,
         )
 
@@ -479,6 +488,36 @@ class MysqlDriver:
         s.run(f.stop_receiver_sql)
         return True
 
+    def prepare_replica(self, timeout: float) -> None:
+        """The replica side of semi-sync on (the primary side off), and the receiver
+        reconnected when it was running without it, so that it registers with its
+        primary as semi-synchronous and acknowledges what it receives: a replica
+        that was replicating before dbha started (its operator never enabled
+        semi-sync) would otherwise leave a synchronous primary with no one to
+        answer. MariaDB keeps this as a runtime setting (the probe tells when a
+        restart lost it, and the supervisor asks again); MySQL persists it.
+        Refuses (DbRefused) on a server that replicates from nobody; raises
+        DbError when the server has no semi-sync. Idempotent."""
+        dl, what = Deadline(timeout), f"prepare_replica {self.name}"
+        with self.session(dl, what) as s:
+            f = s.flavour
+            _, rep = self.state(s)
+            if rep is None:
+                raise DbRefused(f"{what}: it replicates from nobody")
+            semi = parse_semisync(s.rows(f.semisync_sql))
+            if semi.replica_side is None:
+                raise DbError(f"{what}: {f.semisync_missing}")
+            if _acknowledges(semi, rep) and not semi.enabled:
+                return
+            restarted = self.semisync_as_replica(s, rep)
+            if not restarted and rep.io_running == "Yes" and semi.replica_active is False:
+                s.run(f.stop_receiver_sql)  # enabled, but not when the receiver connected
+                restarted = True
+            if restarted:
+                s.run(f.start_replica_sql)
+                self.wait_streaming(s, dl, what)
+            log.info("%s: the replica side of semi-sync is on", what)
+
     # -- synchronous commit ---------------------------------------------------------
 
     def set_synchronous(self, on: bool, timeout: float) -> None:
@@ -506,7 +545,11 @@ class MysqlDriver:
                         f"{what}: it replicates from {rep.source_host}:{rep.source_port}: "
                         "commits happen on the primary"
                     )
-                if semi.holds:
+                if semi.holds and semi.wait_point in (None, "AFTER_SYNC"):
+                    return
+                if semi.holds and semi.primary_side is not None:
+                    # The server's own settings turned it on, waiting AFTER_COMMIT.
+                    s.run(f"SET GLOBAL rpl_semi_sync_{side}_wait_point = AFTER_SYNC")
                     return
                 if semi.fell_back:  # waiting again takes a fresh start
                     for sql in f.semisync_primary_sql(side, False):
@@ -558,6 +601,18 @@ class MysqlDriver:
         if candidate.engine != reference.engine:
             return False
         return gtid.covers(candidate.engine, candidate.gtid, reference.gtid)
+
+
+def _acknowledges(semi: SemiSync, rep: ReplicaRow) -> bool | None:
+    """Whether a replica acknowledges its primary's semi-synchronous commits: the
+    replica side is on and, when the receiver runs, it registered with it (the
+    setting takes effect when the receiver connects). None: the server has no
+    semi-sync (MySQL without the plugin)."""
+    if semi.replica_enabled is None:
+        return None
+    if not semi.replica_enabled:
+        return False
+    return not (rep.io_running == "Yes" and semi.replica_active is False)
 
 
 def _server_pid(s: Session) -> int | None:

@@ -56,11 +56,16 @@ class MariaFlavour:
         " FROM information_schema.GLOBAL_VARIABLES"
         " WHERE VARIABLE_NAME IN ('RPL_SEMI_SYNC_MASTER_ENABLED',"
         " 'RPL_SEMI_SYNC_MASTER_TIMEOUT', 'RPL_SEMI_SYNC_MASTER_WAIT_NO_SLAVE',"
-        " 'RPL_SEMI_SYNC_SLAVE_ENABLED')"
+        " 'RPL_SEMI_SYNC_MASTER_WAIT_POINT', 'RPL_SEMI_SYNC_SLAVE_ENABLED')"
         " UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS"
         " WHERE VARIABLE_NAME IN ('RPL_SEMI_SYNC_MASTER_STATUS',"
-        " 'RPL_SEMI_SYNC_MASTER_CLIENTS', 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS')"
+        " 'RPL_SEMI_SYNC_MASTER_CLIENTS', 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS',"
+        " 'RPL_SEMI_SYNC_SLAVE_STATUS')"
     )
+    # How a setting of the replica side of semi-sync is made to last: MariaDB has no
+    # SET PERSIST, so it is a runtime setting the supervisor re-asserts (the probe
+    # says when a restart lost it); MySQL 8 persists it in mysqld-auto.cnf.
+    persist_scope: ClassVar[str] = "GLOBAL"
     semisync_missing = "the server has no semi-synchronous replication variables"
     databases_sql = "SELECT SCHEMA_NAME AS name FROM information_schema.SCHEMATA"
     # What the upstream has, read with the client tool: server id, then GTID texts.
@@ -112,6 +117,9 @@ class MariaFlavour:
         return [
             f"SET GLOBAL rpl_semi_sync_{side}_timeout = {HOLD_MS}",
             f"SET GLOBAL rpl_semi_sync_{side}_{no_replica} = ON",
+            # Lossless: a commit is made visible (and acknowledged) only once the
+            # replica has it; one that never got an ack was never seen by anyone.
+            f"SET GLOBAL rpl_semi_sync_{side}_wait_point = AFTER_SYNC",
             f"SET GLOBAL rpl_semi_sync_{side}_enabled = ON",
         ]
 
@@ -120,7 +128,7 @@ class MariaFlavour:
         takes effect when the receiver next connects."""
         if side not in ("slave", "replica"):
             raise ValueError(f"semi-sync replica side must be slave or replica, not {side!r}")
-        return f"SET GLOBAL rpl_semi_sync_{side}_enabled = {'ON' if on else 'OFF'}"
+        return f"SET {self.persist_scope} rpl_semi_sync_{side}_enabled = {'ON' if on else 'OFF'}"
 
     def change_source(
         self, host: str, port: int, user: str, password: str, retry: int, heartbeat: float
@@ -270,12 +278,15 @@ class MysqlFlavour(MariaFlavour):
         " WHERE VARIABLE_NAME IN ('rpl_semi_sync_source_enabled', 'rpl_semi_sync_master_enabled',"
         " 'rpl_semi_sync_source_timeout', 'rpl_semi_sync_master_timeout',"
         " 'rpl_semi_sync_source_wait_no_replica', 'rpl_semi_sync_master_wait_no_slave',"
+        " 'rpl_semi_sync_source_wait_point', 'rpl_semi_sync_master_wait_point',"
         " 'rpl_semi_sync_replica_enabled', 'rpl_semi_sync_slave_enabled')"
         " UNION ALL SELECT VARIABLE_NAME, VARIABLE_VALUE FROM performance_schema.global_status"
         " WHERE VARIABLE_NAME IN ('Rpl_semi_sync_source_status', 'Rpl_semi_sync_master_status',"
         " 'Rpl_semi_sync_source_clients', 'Rpl_semi_sync_master_clients',"
-        " 'Rpl_semi_sync_source_wait_sessions', 'Rpl_semi_sync_master_wait_sessions')"
+        " 'Rpl_semi_sync_source_wait_sessions', 'Rpl_semi_sync_master_wait_sessions',"
+        " 'Rpl_semi_sync_replica_status', 'Rpl_semi_sync_slave_status')"
     )
+    persist_scope: ClassVar[str] = "PERSIST"
     semisync_missing = (
         "the semi-synchronous source plugin is not loaded "
         "(INSTALL PLUGIN rpl_semi_sync_source SONAME 'semisync_source.so')"

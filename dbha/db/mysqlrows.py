@@ -124,6 +124,11 @@ class SemiSync:
     timeout_ms: int | None = None  # how long a commit waits before falling back
     wait_no_replica: bool | None = None  # keep waiting when no replica is connected
     replica_enabled: bool | None = None  # the replica side (acknowledges when asked)
+    # The running receiver registered as semi-synchronous (None: not reported).
+    replica_active: bool | None = None
+    # When a commit waits: AFTER_SYNC (lossless: visible only once acknowledged) or
+    # AFTER_COMMIT (visible to others before the replica has it). None: not reported.
+    wait_point: str | None = None
     # How this server spells the variables: "master" / "source" for the primary
     # side, "slave" / "replica" for the replica side; None when it has none (MySQL
     # without the semi-sync plugin).
@@ -207,6 +212,10 @@ def parse_semisync(rows: Sequence[Row]) -> SemiSync:
         replica_enabled=None
         if replica is None
         else on_off(values[f"rpl_semi_sync_{replica}_enabled"]),
+        replica_active=None
+        if replica is None
+        else on_off(values.get(f"rpl_semi_sync_{replica}_status", "")),
+        wait_point=get("wait_point").strip().upper() or None,
         primary_side=primary,
         replica_side=replica,
     )

@@ -111,8 +111,15 @@ SELECT greatest(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::text AS re
        (SELECT timeline_id FROM pg_control_checkpoint()) AS checkpoint_tli,
        (SELECT max(name) FROM pg_ls_waldir()
          WHERE name ~ '^[0-9A-F]{24}$' OR name ~ '^[0-9A-F]{8}\\.history$') AS last_walfile,
-       current_setting('primary_conninfo') AS conninfo
+       current_setting('primary_conninfo') AS conninfo,
+       current_setting('cluster_name') AS cluster_name
 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver r ON true
+"""
+
+_STANDBY_NAME_SQL = """
+SELECT pg_is_in_recovery() AS recovery,
+       current_setting('primary_conninfo') AS conninfo,
+       current_setting('cluster_name') AS cluster_name
 """
 
 _SYNC_SQL = """
@@ -147,6 +154,20 @@ def covers(candidate: Position, reference: Position) -> bool:
         return False
     assert candidate.lsn is not None and reference.lsn is not None
     return candidate.timeline == reference.timeline and candidate.lsn >= reference.lsn
+
+
+def standby_name(conninfo: object, cluster_name: object) -> str | None:
+    """The application_name a standby's WAL receiver connects with: the one in
+    primary_conninfo, else cluster_name, else "walreceiver" (what PostgreSQL's WAL
+    receiver does). None when primary_conninfo cannot be read."""
+    text = conninfo if isinstance(conninfo, str) else ""
+    try:
+        given = psycopg.conninfo.conninfo_to_dict(text).get("application_name")
+    except psycopg.Error:
+        return None
+    if given:
+        return str(given)
+    return str(cluster_name) if isinstance(cluster_name, str) and cluster_name else "walreceiver"
 
 
 def _tli_max(*values: object) -> int | None:
@@ -239,6 +260,9 @@ class PostgresDriver:
             lag_seconds=row["lag_seconds"],
             streaming=row["receiver"] == "streaming",
             upstream=row["sender_host"] or _conninfo_host(row["conninfo"]),
+            sync_ready=standby_name(row["conninfo"], row["cluster_name"])
+            == self.settings.node_name,
+            replay_paused=bool(row["paused"]),
         )
 
     @staticmethod
@@ -458,6 +482,45 @@ class PostgresDriver:
                         f"{deadline.what}: {waiting} session(s) still wait for the standby"
                     )
                 time.sleep(POLL / 2)
+
+    def prepare_replica(self, timeout: float) -> None:
+        """Make the standby's WAL receiver connect with application_name = this
+        node's name, the name ``set_synchronous`` makes the primary wait for: a
+        standby built by its operator (pg_basebackup -R) connects as its
+        cluster_name, which the primary does not wait for, so synchronous commits
+        would wait for nobody that can answer. primary_conninfo is rewritten with
+        ALTER SYSTEM (only application_name changes; the slot and every other
+        setting are kept) and reloaded, which restarts the WAL receiver (PostgreSQL
+        13+); returns once a new session sees it. Refuses (DbRefused, nothing
+        changed) on a primary, and when primary_conninfo carries a password inline:
+        the rewrite would put it in a statement the server may log. Idempotent."""
+        deadline = Deadline(timeout, "prepare_replica")
+        node = self.settings.node_name
+        with session(self.settings, deadline) as conn:
+            row = one(conn, _STANDBY_NAME_SQL)
+            if not row["recovery"]:
+                raise DbRefused("prepare_replica: this server is not a standby")
+            if standby_name(row["conninfo"], row["cluster_name"]) == node:
+                return
+            try:
+                given = psycopg.conninfo.conninfo_to_dict(row["conninfo"] or "")
+            except psycopg.Error as exc:
+                raise DbRefused(
+                    f"prepare_replica: primary_conninfo cannot be read ({exc}): set "
+                    f"application_name={node} in it yourself"
+                ) from exc
+            if given.get("password"):
+                raise DbRefused(
+                    "prepare_replica: primary_conninfo carries a password inline; dbha does "
+                    f"not rewrite it (the statement could be logged): add application_name="
+                    f"{node} to it yourself, or use a passfile"
+                )
+            want = psycopg.conninfo.make_conninfo(row["conninfo"] or "", application_name=node)
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(want))
+            )
+            conn.execute("SELECT pg_reload_conf()")
+        self._wait_setting(deadline, "primary_conninfo", want)
 
     # -- follow and rejoin ------------------------------------------------------
 

@@ -47,6 +47,9 @@ FALLBACK_WINDOW_SHARE = 0.9
 QUIET_INTERVALS = 1.5
 # Consecutive failed probes of the local database before it counts as failed.
 PROBE_FALL = 3
+# A replica that does not acknowledge synchronous commits is asked to at most this
+# often (seconds): a setting it cannot make is not tried every tick.
+PREPARE_EVERY = 5.0
 
 _SERVING = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 _ASK_SAFETY = (NodeRole.PRIMARY, NodeRole.PROMOTING, NodeRole.REPLICA, NodeRole.FENCED)

@@ -19,11 +19,13 @@ from dbha.decide.base import (
 from dbha.model import (
     FENCE,
     RELEASE_VIP,
+    SYNC_OFF,
     Action,
     Decision,
     NodeRole,
     NodeState,
     Observation,
+    PersistState,
     RequestKind,
     Verdict,
 )
@@ -61,6 +63,23 @@ def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
                 answer="switchover started",
             )
         return _refuse(state, f"switchover refused: {why}")
+    if kind is RequestKind.SYNC_RELAX:
+        why = _relax_blocker(p, state, obs, req.force)
+        if why is not None:
+            return _refuse(state, f"sync relax refused: {why}")
+        marked = replace(state, sync_mark=state.epoch, clear_pos=None)
+        detail = "operator: commits no longer wait for the replica" + (
+            " (forced)" if req.force else ""
+        )
+        return _d(
+            marked,
+            "sync-relax",
+            f"operator: commits no longer wait for {p.peer} (replica-not-in-sync mark at "
+            f"epoch {state.epoch}, kept until it is back and has caught up)",
+            [PersistState(marked), SYNC_OFF, _notify("sync_relaxed", detail)],
+            answer=f"synchronous commit relaxed: commits no longer wait for {p.peer}; "
+            "they wait again once it is back, and the mark clears once it has caught up",
+        )
     if kind is RequestKind.FAILOVER:
         why = _failover_blocker(p, state, obs, req.force)
         if why is None:
@@ -90,7 +109,11 @@ def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
 
 
 def _refuse(state: NodeState, why: str) -> Decision:
-    event = "request_refused" if why.startswith(("resync", "maintenance")) else "failover_refused"
+    event = (
+        "request_refused"
+        if why.startswith(("resync", "maintenance", "sync relax"))
+        else "failover_refused"
+    )
     return _d(state, "request-refused", why, [_notify(event, why)], answer=why)
 
 
@@ -107,6 +130,35 @@ def _switchover_blocker(state: NodeState, obs: Observation) -> str | None:
     if state.sync_mark is not None:
         return "the replica is not in sync yet (replica-not-in-sync mark)"
     return None
+
+
+def _relax_blocker(p: Params, state: NodeState, obs: Observation, force: bool) -> str | None:
+    """Why this node may not stop waiting for its replica now (None: it may)."""
+    if state.role is not NodeRole.PRIMARY:
+        return f"this node is {state.role.value}, not the primary"
+    if not p.sync:
+        return "replication.mode is async: commits do not wait for the replica"
+    if p.fallback == "arbiter":
+        return "in arbiter mode the mark lives in the arbiter: not available in this release"
+    if state.sync_mark is not None:
+        return f"already relaxed (replica-not-in-sync mark at epoch {state.sync_mark})"
+    if force:
+        return None
+    peer, last = obs.peer, obs.peer.last
+    if peer.silent:
+        if _verdict_after_beat(obs, Verdict.PEER_DEAD):
+            return None
+        return (
+            "the replica is silent but the safety check does not find its database dead: "
+            "it may still take over without the commits acknowledged meanwhile (--force "
+            "accepts that)"
+        )
+    if last is not None and (last.needs_resync or not last.eligible):
+        return None  # it cannot be promoted before a rejoin from us brings it the mark
+    return (
+        "the replica is heard as an eligible replica: make it acknowledge (dbha status "
+        "on it), or accept that it may miss what is acknowledged meanwhile (--force)"
+    )
 
 
 def _failover_blocker(p: Params, state: NodeState, obs: Observation, force: bool) -> str | None:

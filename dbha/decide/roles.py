@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from dbha.db.base import Role
 from dbha.decide.base import (
+    PREPARE_EVERY,
     PROBE_FALL,
     Params,
     _can_rejoin,
@@ -25,6 +26,7 @@ from dbha.decide.base import (
 from dbha.model import (
     ACQUIRE_VIP,
     FENCE,
+    PREPARE_REPLICA,
     PROMOTE,
     SYNC_OFF,
     SYNC_ON,
@@ -67,6 +69,22 @@ def _replica(p: Params, state: NodeState, obs: Observation) -> Decision:
             if why is None:
                 return _promotion(p, state, obs, "handover-promote", f"{p.peer} handed over", False)
             return _d(state, "handover-not-ready", f"{p.peer} hands over, but {why}")
+        if (
+            p.sync
+            and local.reachable
+            and local.role is Role.REPLICA
+            and local.sync_ready is False
+            and (
+                state.prepare_asked_at is None or obs.now - state.prepare_asked_at >= PREPARE_EVERY
+            )
+        ):
+            return _d(
+                replace(state, prepare_asked_at=obs.now),
+                "replica-prepare",
+                "this replica does not acknowledge synchronous commits (a standby named "
+                "otherwise, or semi-sync off on this side): making it",
+                [PREPARE_REPLICA, _notify("replica_prepared", "acknowledges synchronous commits")],
+            )
         return _d(state, "replica-follow", "replica: following")
     why = _failover_blocker_auto(p, state, obs)
     if why is None:

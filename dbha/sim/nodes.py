@@ -32,6 +32,7 @@ from dbha.model import (
     Notify,
     Observation,
     PersistState,
+    PrepareReplica,
     Promote,
     Rejoin,
     ReleaseVip,
@@ -276,6 +277,8 @@ class SimNode:
             drv.wait_replayed(1.0)
         elif isinstance(a, Promote):
             drv.promote(1.0)
+        elif isinstance(a, PrepareReplica):
+            drv.prepare_replica(1.0)
         elif isinstance(a, SetSynchronous):
             if not self.server.up or self.server.hung:
                 raise ActionFailed("database down")

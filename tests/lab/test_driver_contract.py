@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import psycopg
 import pymysql
 import pytest
+from psycopg import sql as psql
 
 from dbha.db.base import DatabaseDriver, DbError, DbRefused, Position, Role, Upstream
 from dbha.db.fake import FakeCluster, FakeDriver
@@ -46,6 +47,7 @@ class Pair(Protocol):
     def settle(self) -> None: ...
     def hang(self, host: str) -> None: ...
     def thaw(self) -> None: ...
+    def unready(self, host: str) -> None: ...
 
 
 class FakePair:
@@ -85,6 +87,9 @@ class FakePair:
     def thaw(self) -> None:
         for srv in self.cluster.servers.values():
             srv.hang(False)
+
+    def unready(self, host: str) -> None:
+        self.cluster.servers[host].acks = False
 
 
 class LabPair:
@@ -127,6 +132,25 @@ class LabPair:
 
     def thaw(self) -> None:
         self.lab.heal()
+
+    def unready(self, host: str) -> None:
+        """Make the replica on ``host`` what its operator would have built: it does
+        not acknowledge synchronous commits (PostgreSQL: its WAL receiver names itself
+        '15/main', Debian's cluster name, not the node; MariaDB: the replica side of
+        semi-sync off, the receiver reconnected without it)."""
+        node = self.lab.node(self.service, host)
+        if self.service == "pg":
+            with node.connect() as conn:  # type: ignore[attr-defined]
+                row = conn.execute("SELECT current_setting('primary_conninfo') AS c").fetchone()
+                want = psycopg.conninfo.make_conninfo(row["c"], application_name="15/main")
+                conn.execute(
+                    psql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(psql.Literal(want))
+                )
+                conn.execute("SELECT pg_reload_conf()")
+            return
+        node.query("SET GLOBAL rpl_semi_sync_slave_enabled = OFF")  # type: ignore[union-attr]
+        node.query("STOP SLAVE IO_THREAD")  # type: ignore[union-attr]
+        node.query("START SLAVE IO_THREAD")  # type: ignore[union-attr]
 
 
 def _lab_pair(request: pytest.FixtureRequest, engine: str) -> LabPair:
@@ -328,6 +352,38 @@ def test_set_synchronous_turns_waiting_for_the_replica_on_and_off(pair: Pair) ->
     pair.dirty = False
 
 
+def test_prepare_replica_makes_a_replica_built_without_dbha_acknowledge(pair: Pair) -> None:
+    """A replica its operator built does not acknowledge synchronous commits (a standby
+    named otherwise, or the replica side of semi-sync off): its probe says so, and a
+    synchronous primary then has no synchronous standby, so its commits are blocked.
+    prepare_replica makes it acknowledge without a restart: the primary counts it as
+    its synchronous standby, and a commit returns and reaches it. Idempotent; refused
+    on the primary."""
+    pair.dirty = True
+    drv, rep = pair.driver(pair.primary), pair.driver(pair.replica)
+    pair.unready(pair.replica)
+    eventually(pair, lambda: rep.probe(5).sync_ready is False, "the replica not acknowledging")
+    drv.set_synchronous(True, VERB_TIMEOUT)
+    eventually(pair, lambda: drv.probe(5).commits_blocked, "the primary's commits blocked")
+    for _ in range(2):
+        rep.prepare_replica(VERB_TIMEOUT)
+        st = rep.probe(5)
+        assert st.sync_ready is True and st.role is Role.REPLICA, st
+    eventually(
+        pair,
+        lambda: drv.probe(5).sync_standbys == 1 and not drv.probe(5).commits_blocked,
+        "the replica counted as the synchronous standby",
+    )
+    acked = tokens(1)
+    pair.write(pair.primary, acked[0])  # bounded: a commit left waiting fails the write
+    eventually(
+        pair, lambda: pair.has(pair.replica, acked[0]), "the acknowledged row on the replica"
+    )
+    with pytest.raises(DbRefused):
+        drv.prepare_replica(VERB_TIMEOUT)
+    drv.set_synchronous(False, VERB_TIMEOUT)
+
+
 def _switch(pair: Pair) -> tuple[list[str], DatabaseDriver, DatabaseDriver]:
     """Planned switch: fence the primary, let the replica apply everything, promote."""
     rows = write_replicated(pair, 5)
@@ -390,6 +446,7 @@ def test_every_verb_is_bounded_on_a_hung_server(pair: Pair) -> None:
         ("follow", lambda: drv.follow(up, HUNG_TIMEOUT)),
         ("rejoin", lambda: drv.rejoin(up, HUNG_TIMEOUT)),
         ("set_synchronous", lambda: drv.set_synchronous(False, HUNG_TIMEOUT)),
+        ("prepare_replica", lambda: drv.prepare_replica(HUNG_TIMEOUT)),
     ]
     pair.hang(host)
     try:

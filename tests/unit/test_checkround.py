@@ -142,6 +142,41 @@ CASES: list[tuple[str, View, Status, str]] = [
         "4 commit(s) waiting",
     ),
     (
+        "sync on and no synchronous standby, for 3 s: commits are blocked",
+        _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True, sync_standbys=0,
+                               blocked_for=3.2)),
+        Status.CRITICAL,
+        "commits are blocked: synchronous commit is on and no synchronous standby is "
+        "connected for 3 s; they wait until b acknowledges",
+    ),
+    (
+        "... at once when commits are seen waiting",
+        _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True, sync_standbys=0,
+                               blocked_for=0.2, sync_waiting=2)),
+        Status.CRITICAL,
+        "commits are blocked",
+    ),
+    (
+        "... and from a one-look round (no duration)",
+        _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True, sync_standbys=0)),
+        Status.CRITICAL,
+        "connected; they wait until b acknowledges",
+    ),
+    (
+        "a standby reconnecting for a moment is not a blocked primary",
+        _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True, sync_standbys=0,
+                               blocked_for=0.3)),
+        Status.OK,
+        "VIP here",
+    ),
+    (
+        "commits in flight with a synchronous standby to answer them",
+        _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True, sync_standbys=1,
+                               sync_waiting=3)),
+        Status.OK,
+        "VIP here",
+    ),
+    (
         "synchronous primary whose replica is gone",
         _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True), paths=SILENT,
            verdict="peer_dead"),
@@ -251,7 +286,7 @@ def test_a_long_error_stays_one_bounded_line() -> None:
 
 
 def test_limits_follow_the_engine() -> None:
-    assert Limits.of(CFG) == Limits(1024 * 1024, 10.0, "bytes")
+    assert Limits.of(CFG) == Limits(1024 * 1024, 10.0, "bytes", "async", CFG.source)
 
 
 # --------------------------------------------------- a running supervisor
@@ -333,6 +368,19 @@ STATUS_CASES: list[tuple[str, dict[str, Any], Status, str]] = [
         _status(**{"database.sync_waiting": 2}),
         Status.CRITICAL,
         "2 commit(s) waiting",
+    ),
+    (
+        "a supervisor's primary with sync on and nobody to acknowledge",
+        _status(
+            **{
+                "database.sync_replication": True,
+                "database.sync_standbys": 0,
+                "database.blocked_for": 4.0,
+            }
+        ),
+        Status.CRITICAL,
+        "commits are blocked: synchronous commit is on and no synchronous standby is "
+        "connected for 4 s",
     ),
     ("failing check", _status(checks={"tcp": False}), Status.WARNING, "check failing: tcp"),
     (

@@ -371,27 +371,33 @@ def test_semisync_holds_only_with_a_wait_that_never_ends_on_its_own() -> None:
     "flavour", [MariaFlavour(version=(10, 11, 6)), MysqlFlavour(version=(8, 0, 36))]
 )
 def test_semisync_statements_follow_the_servers_spelling(flavour: MariaFlavour) -> None:
-    """On: first a wait that never falls back (longest timeout, wait with no replica),
-    then enabled; off: disabled. The spelling is the one the server answered with
-    (MySQL 8.0.26+ plugins say source/replica; older ones and MariaDB master/slave)."""
+    """On: first a wait that never falls back (longest timeout, wait with no replica)
+    and the lossless wait point (AFTER_SYNC), then enabled; off: disabled. The
+    spelling is the one the server answered with (MySQL 8.0.26+ plugins say
+    source/replica; older ones and MariaDB master/slave). The replica side lasts
+    over a restart where the server can make it (MySQL's SET PERSIST); MariaDB has
+    no such statement, and the supervisor re-asserts it."""
     assert flavour.semisync_primary_sql("master", True) == [
         "SET GLOBAL rpl_semi_sync_master_timeout = 4294967295",
         "SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON",
+        "SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC",
         "SET GLOBAL rpl_semi_sync_master_enabled = ON",
     ]
     assert flavour.semisync_primary_sql("source", True) == [
         "SET GLOBAL rpl_semi_sync_source_timeout = 4294967295",
         "SET GLOBAL rpl_semi_sync_source_wait_no_replica = ON",
+        "SET GLOBAL rpl_semi_sync_source_wait_point = AFTER_SYNC",
         "SET GLOBAL rpl_semi_sync_source_enabled = ON",
     ]
     assert flavour.semisync_primary_sql("source", False) == [
         "SET GLOBAL rpl_semi_sync_source_enabled = OFF"
     ]
+    scope = "PERSIST" if flavour.name == "mysql" else "GLOBAL"
     assert flavour.semisync_replica_sql("replica", True) == (
-        "SET GLOBAL rpl_semi_sync_replica_enabled = ON"
+        f"SET {scope} rpl_semi_sync_replica_enabled = ON"
     )
     assert flavour.semisync_replica_sql("slave", False) == (
-        "SET GLOBAL rpl_semi_sync_slave_enabled = OFF"
+        f"SET {scope} rpl_semi_sync_slave_enabled = OFF"
     )
     with pytest.raises(ValueError):
         flavour.semisync_primary_sql("slave", True)

@@ -261,6 +261,34 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         R.PROMOTING,
         [],
     ),
+    # ---- replica of a pair built without dbha
+    (
+        "sync: a replica that does not acknowledge synchronous commits is made to",
+        "strict",
+        st(R.REPLICA),
+        obs(replace(replica_db(), sync_ready=False), heard(PRIMARY_PEER)),
+        "replica-prepare",
+        R.REPLICA,
+        ["PrepareReplica", "Notify"],
+    ),
+    (
+        "sync: ... but not again within 5 s of asking",
+        "strict",
+        st(R.REPLICA, prepare_asked_at=NOW - 4.0),
+        obs(replace(replica_db(), sync_ready=False), heard(PRIMARY_PEER)),
+        "replica-follow",
+        R.REPLICA,
+        [],
+    ),
+    (
+        "async: nothing waits for the replica, nothing to prepare",
+        "async",
+        st(R.REPLICA),
+        obs(replace(replica_db(), sync_ready=False), heard(PRIMARY_PEER)),
+        "replica-follow",
+        R.REPLICA,
+        [],
+    ),
     # ---- replica: the five conditions of a unilateral promotion
     (
         "replica hears its primary: nothing",
@@ -942,6 +970,62 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
     ),
     # ---- operator requests
     (
+        "strict: sync relax while the old primary needs a resync",
+        "strict",
+        st(R.PRIMARY),
+        obs(
+            primary_db(sync=True),
+            heard(ann(R.FENCED, needs_resync=True, eligible=False)),
+            vip_held=True,
+            request=Request(RequestKind.SYNC_RELAX),
+        ),
+        "sync-relax",
+        R.PRIMARY,
+        ["PersistState", "SetSynchronous", "Notify"],
+    ),
+    (
+        "strict: sync relax refused while the replica is heard eligible",
+        "strict",
+        st(R.PRIMARY),
+        obs(
+            primary_db(sync=True),
+            heard(REPLICA_PEER),
+            vip_held=True,
+            request=Request(RequestKind.SYNC_RELAX),
+        ),
+        "request-refused",
+        R.PRIMARY,
+        ["Notify"],
+    ),
+    (
+        "strict: ... granted with --force",
+        "strict",
+        st(R.PRIMARY),
+        obs(
+            primary_db(sync=True),
+            heard(REPLICA_PEER),
+            vip_held=True,
+            request=Request(RequestKind.SYNC_RELAX, force=True),
+        ),
+        "sync-relax",
+        R.PRIMARY,
+        ["PersistState", "SetSynchronous", "Notify"],
+    ),
+    (
+        "async: sync relax refused (nothing waits)",
+        "async",
+        st(R.PRIMARY),
+        obs(
+            primary_db(),
+            heard(REPLICA_PEER),
+            vip_held=True,
+            request=Request(RequestKind.SYNC_RELAX),
+        ),
+        "request-refused",
+        R.PRIMARY,
+        ["Notify"],
+    ),
+    (
         "switchover on the primary",
         "async",
         st(R.PRIMARY),
@@ -1227,3 +1311,22 @@ def test_fallback_at_once_when_the_replica_is_heard_needing_a_resync() -> None:
         st(R.PRIMARY, since=NOW - 0.2), obs(db, heard(resyncing), vip_held=True), CFG["strict"]
     )
     assert d.rule != "primary-sync-fallback" and d.next_state.sync_mark is None
+
+
+def test_sync_relax_persists_the_mark_before_it_stops_waiting() -> None:
+    """The operator's sync relax is the fallback taken by hand: the mark is persisted
+    (and so announced) before commits stop waiting, and the answer says how it ends."""
+    d = decide(
+        st(R.PRIMARY, epoch=3),
+        obs(
+            primary_db(sync=True),
+            heard(ann(R.FENCED, epoch=3, needs_resync=True, eligible=False)),
+            vip_held=True,
+            request=Request(RequestKind.SYNC_RELAX),
+        ),
+        CFG["strict"],
+    )
+    persist, sync_off = d.actions[0], d.actions[1]
+    assert isinstance(persist, PersistState) and persist.state.sync_mark == 3
+    assert isinstance(sync_off, SetSynchronous) and not sync_off.on
+    assert d.next_state.sync_mark == 3 and d.answer is not None and "caught up" in d.answer
