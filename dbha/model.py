@@ -103,6 +103,7 @@ class NodeState:
     db_failed_at: float | None = None  # Observation.probe_at of the last one counted
     eligible_since: float | None = None  # replica: announcing itself eligible since then
     clear_pos: Position | None = None  # primary with a mark: covered by the replica -> clear
+    back_since: float | None = None  # primary with a mark: the replica present again since
     safety_asked_at: float | None = None  # last RunSafetyCheck request
     prepare_asked_at: float | None = None  # last PrepareReplica request
     dead_since: float | None = None  # start of the current run of peer_dead verdicts

@@ -420,10 +420,19 @@ TABLE: tuple[Row, ...] = (
     _row(
         "primary-sync-on",
         R.PRIMARY,
-        "sync mode: no mark, or the replica back, and the database not synchronous",
+        "sync mode: no mark, or the replica back and streaming (or back for 30 s), and the "
+        "database not synchronous",
         SAME,
         "SetSynchronous",
         "commits wait for the replica",
+    ),
+    _row(
+        "primary-sync-catchup",
+        R.PRIMARY,
+        "marked, the replica back but not yet streaming (caught up), for less than 30 s",
+        SAME,
+        "",
+        "commits would wait out its catch-up; the mark keeps it ineligible meanwhile",
     ),
     _row(
         "primary-sync-off",

@@ -32,6 +32,7 @@ shuts down as soon as it runs again.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import replace
 
@@ -67,6 +68,8 @@ from dbha.db.pgconn import (
 )
 
 __all__ = ["ENGINE", "PgSettings", "PostgresDriver", "covers"]
+
+log = logging.getLogger("dbha.db.postgres")
 
 _SETTINGS_SQL = """
 SELECT pg_is_in_recovery() AS recovery,
@@ -378,8 +381,11 @@ class PostgresDriver:
 
     def wait_replayed(self, timeout: float) -> Position:
         """Replica: wait until the replay position reaches what was received when the
-        call started; return it. Primary: its current position. Does not resume a
-        paused replay (that times out). Raises DbTimeout / DbError."""
+        call started; return it. Primary: its current position. A paused replay is
+        resumed (logged): this is the step before a promotion, which must apply
+        everything received, and the decision core starts no automatic promotion
+        of a paused replica, so reaching it paused means an operator forced it.
+        Raises DbTimeout / DbError."""
         deadline = Deadline(timeout, "wait_replayed")
         with session(self.settings, deadline) as conn:
             target: int | None = None
@@ -387,6 +393,10 @@ class PostgresDriver:
                 if not one(conn, "SELECT pg_is_in_recovery() AS r")["r"]:
                     return primary_position(conn)
                 row = one(conn, _REPLICA_SQL)
+                if row["paused"]:
+                    log.warning("wait_replayed: the replay was paused: resuming it to promote")
+                    conn.execute("SELECT pg_wal_replay_resume()")
+                    row = one(conn, _REPLICA_SQL)
                 received, replayed = parse_lsn(row["received"]), parse_lsn(row["replayed"])
                 if target is None:
                     target = received if received is not None else replayed

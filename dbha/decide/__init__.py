@@ -60,6 +60,7 @@ from dbha.decide.base import (
     eligible,
     lease_until,
     params,
+    replica_present,
 )
 from dbha.decide.requests import _request
 from dbha.decide.roles import (
@@ -116,11 +117,20 @@ def decide(state: NodeState, obs: Observation, cfg: Config) -> Decision:
         fails, failed_at = fails + 1, obs.probe_at
     elig = eligible(state, obs)
     dead = _dead_since(state, obs)
+    # A marked primary: since when its replica has been present again (catching up).
+    back = (
+        (obs.now if state.back_since is None else state.back_since)
+        if state.sync_mark is not None
+        and state.role is NodeRole.PRIMARY
+        and replica_present(state, obs)
+        else None
+    )
     if (
         fails != state.db_fails
         or failed_at != state.db_failed_at
         or elig != (state.eligible_since is not None)
         or dead != state.dead_since
+        or back != state.back_since
     ):
         state = replace(
             state,
@@ -132,6 +142,7 @@ def decide(state: NodeState, obs: Observation, cfg: Config) -> Decision:
                 if elig
                 else None
             ),
+            back_since=back,
         )
     last = obs.peer.last
     if last is not None and not state.needs_resync:

@@ -50,6 +50,11 @@ PROBE_FALL = 3
 # A replica that does not acknowledge synchronous commits is asked to at most this
 # often (seconds): a setting it cannot make is not tried every tick.
 PREPARE_EVERY = 5.0
+# A marked primary whose replica is back turns synchronous commit on again once the
+# primary sees the replica caught up (streaming), or once it has been back this long
+# (seconds) whatever it reports: until then the mark keeps the replica ineligible,
+# and commits do not wait for a replica that is still catching up.
+REARM_AFTER = 30.0
 
 _SERVING = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 _ASK_SAFETY = (NodeRole.PRIMARY, NodeRole.PROMOTING, NodeRole.REPLICA, NodeRole.FENCED)
@@ -151,6 +156,13 @@ def eligible(state: NodeState, obs: Observation) -> bool:
     )
 
 
+def replica_present(state: NodeState, obs: Observation) -> bool:
+    """A primary's peer is heard as an eligible replica at its epoch: one its
+    synchronous commits may wait for."""
+    peer, last = obs.peer, obs.peer.last
+    return last is not None and not peer.silent and last.eligible and last.epoch == state.epoch
+
+
 def announce(state: NodeState, obs: Observation) -> Announce:
     """What this node's beats should say after deciding ``state`` on ``obs``."""
     local = obs.local
@@ -195,11 +207,36 @@ def _lag_ok(p: Params, obs: Observation) -> str | None:
     return None
 
 
+def _replay_ok(p: Params, obs: Observation) -> str | None:
+    """None when this replica can apply what it received in bounded time: its replay
+    is not paused with something left to apply (a pause is its operator's intent,
+    and a promotion would have to override it), and it is not more than the bound
+    in seconds behind. In synchronous mode the data is safe either way: this bounds
+    the time a promotion waits for the replay, and never lets one start that would
+    wait for ever."""
+    local = obs.local
+    backlog = local.lag_bytes if local.lag_bytes is not None else local.lag_transactions
+    if local.replay_paused and backlog != 0:
+        left = f" with {backlog} left to apply" if backlog is not None else ""
+        return (
+            f"its replay is paused{left} (resume it: SELECT pg_wal_replay_resume() on "
+            "PostgreSQL, START SLAVE SQL_THREAD on MariaDB)"
+        )
+    secs = local.lag_seconds
+    if secs is not None and secs > p.lag_seconds:
+        return f"it is {secs:.1f} s behind, more than the bound {p.lag_seconds:g} s"
+    return None
+
+
 def _data_ok(p: Params, state: NodeState, obs: Observation, unilateral: bool) -> str | None:
-    """Condition (d): None when promoting this replica loses nothing it must not."""
+    """Condition (d): None when promoting this replica loses nothing it must not, and
+    it can finish its replay in bounded time."""
     last = obs.peer.last
     if not p.sync:
-        return _lag_ok(p, obs)
+        return _lag_ok(p, obs) or _replay_ok(p, obs)
+    why = _replay_ok(p, obs)
+    if why is not None:
+        return why
     if last is not None and last.sync_mark is not None:
         return "the primary announced that this replica is not in sync"
     if p.fallback == "arbiter":

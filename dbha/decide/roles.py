@@ -9,6 +9,7 @@ from dbha.db.base import Role
 from dbha.decide.base import (
     PREPARE_EVERY,
     PROBE_FALL,
+    REARM_AFTER,
     Params,
     _can_rejoin,
     _d,
@@ -19,9 +20,11 @@ from dbha.decide.base import (
     _promotion,
     _received,
     _rejoin,
+    _replay_ok,
     _stop_serving,
     _verdict_after_beat,
     lease_until,
+    replica_present,
 )
 from dbha.model import (
     ACQUIRE_VIP,
@@ -119,7 +122,7 @@ def _handover_blocker(p: Params, state: NodeState, obs: Observation, last: Annou
             return f"this replica has not received everything yet ({mine} < {last.position})"
         if p.sync and p.fallback == "arbiter":
             return _data_ok(p, state, obs, unilateral=False)
-        return None
+        return _replay_ok(p, obs)
     return _data_ok(p, state, obs, unilateral=False)
 
 
@@ -259,7 +262,7 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
     local = obs.local
     peer = obs.peer
     last = peer.last
-    present = last is not None and not peer.silent and last.eligible and last.epoch == state.epoch
+    present = replica_present(state, obs)
     if state.sync_mark is None:
         if p.fallback != "strict" and not present:
             ref = peer.eligible_at
@@ -305,10 +308,24 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
             )
         return None
     if not local.sync_replication:
+        back = state.back_since if state.back_since is not None else obs.now  # set by decide()
+        caught_up = any(r.state == "streaming" for r in local.replicas)
+        if not caught_up and obs.now - back < REARM_AFTER:
+            # Commits would wait until it has caught up: a write stall as long as its
+            # catch-up. The mark keeps it ineligible meanwhile, so nothing is at risk.
+            return _d(
+                state,
+                "primary-sync-catchup",
+                f"{p.peer} is back and catching up: synchronous commit waits until it "
+                f"streams (at most {REARM_AFTER:g} s), the mark is kept",
+                lease=lease,
+            )
         return _d(
             replace(state, clear_pos=None),
             "primary-sync-on",
-            f"{p.peer} is back: synchronous commit on, mark kept until it catches up",
+            f"{p.peer} is back"
+            + (" and streams" if caught_up else f" for {obs.now - back:.0f} s")
+            + ": synchronous commit on, mark kept until it catches up",
             [SYNC_ON],
             lease,
         )

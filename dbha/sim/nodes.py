@@ -161,6 +161,8 @@ class SimNode:
             s.upstream,
             s.sync_names,
             s.timeline,
+            s.replay_paused,
+            s.acks,
             other.up,
             other.streaming,
             other.upstream,

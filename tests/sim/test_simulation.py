@@ -104,7 +104,7 @@ def test_a_core_that_never_fences_is_caught(sabotage: Callable[[Sabotage], None]
 
     sabotage(core)
     assert _find("isolated-primary", range(400)) is not None
-    assert _find("two-writers", range(400)) is not None
+    assert _find("two-writers", range(1000)) is not None
 
 
 def test_a_core_that_trusts_one_silent_path_is_caught(

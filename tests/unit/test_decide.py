@@ -199,6 +199,8 @@ def st(role: NodeRole, epoch: int = 1, asked: bool = True, **kw: Any) -> NodeSta
     return NodeState(role=role, epoch=epoch, **kw)
 
 
+STREAMING = ReplicaInfo(name="b", state="streaming")
+CATCHING_UP = ReplicaInfo(name="b", state="catchup")
 PRIMARY_PEER = ann(R.PRIMARY)
 REPLICA_PEER = ann(R.REPLICA)
 PROMOTE_ALONE = [
@@ -286,6 +288,64 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         st(R.REPLICA),
         obs(replace(replica_db(), sync_ready=False), heard(PRIMARY_PEER)),
         "replica-follow",
+        R.REPLICA,
+        [],
+    ),
+    # ---- replica: a replay that cannot finish is refused up front, in both modes
+    (
+        "sync: the primary dies while the replay is paused: refused, with the way out",
+        "strict",
+        st(R.REPLICA),
+        obs(
+            replace(replica_db(), replay_paused=True, lag_bytes=4_500_000),
+            silent(PRIMARY_PEER),
+            safety=DEAD,
+        ),
+        "failover-blocked",
+        R.REPLICA,
+        [],
+    ),
+    (
+        "sync: a paused replay with nothing left to apply promotes",
+        "strict",
+        st(R.REPLICA),
+        obs(replace(replica_db(), replay_paused=True), silent(PRIMARY_PEER), safety=DEAD),
+        "failover-promote",
+        R.PRIMARY,
+        PROMOTE_SYNC,
+    ),
+    (
+        "sync: a replay more than max_lag_seconds behind: refused",
+        "strict",
+        st(R.REPLICA),
+        obs(replica_db(lag_seconds=11.8), silent(PRIMARY_PEER), safety=DEAD),
+        "failover-blocked",
+        R.REPLICA,
+        [],
+    ),
+    (
+        "async: the replay paused with a backlog: refused",
+        "async",
+        st(R.REPLICA),
+        obs(
+            replace(replica_db(), replay_paused=True, lag_bytes=10),
+            silent(PRIMARY_PEER),
+            safety=DEAD,
+            lag_units=0,
+        ),
+        "failover-blocked",
+        R.REPLICA,
+        [],
+    ),
+    (
+        "handover to a replica whose replay is paused: not yet",
+        "strict",
+        st(R.REPLICA),
+        obs(
+            replace(replica_db(), replay_paused=True, lag_bytes=10),
+            heard(ann(R.HANDOVER, db_writable=False)),
+        ),
+        "handover-not-ready",
         R.REPLICA,
         [],
     ),
@@ -802,10 +862,37 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         ["ArbiterMark", "PersistState", "SetSynchronous", "Notify"],
     ),
     (
-        "marked: the replica is back: sync on, mark kept",
+        "marked: the replica is back and streams: sync on, mark kept",
         "fallback",
         st(R.PRIMARY, sync_mark=1),
-        obs(primary_db(sync=False), heard(REPLICA_PEER), vip_held=True),
+        obs(primary_db(sync=False, replicas=(STREAMING,)), heard(REPLICA_PEER), vip_held=True),
+        "primary-sync-on",
+        R.PRIMARY,
+        ["SetSynchronous"],
+    ),
+    (
+        "marked: the replica is back but catching up: commits do not wait for it yet",
+        "fallback",
+        st(R.PRIMARY, sync_mark=1),
+        obs(primary_db(sync=False, replicas=(CATCHING_UP,)), heard(REPLICA_PEER), vip_held=True),
+        "primary-sync-catchup",
+        R.PRIMARY,
+        [],
+    ),
+    (
+        "marked: ... not for more than 30 s",
+        "fallback",
+        st(R.PRIMARY, sync_mark=1, back_since=NOW - 30.5),
+        obs(primary_db(sync=False, replicas=(CATCHING_UP,)), heard(REPLICA_PEER), vip_held=True),
+        "primary-sync-on",
+        R.PRIMARY,
+        ["SetSynchronous"],
+    ),
+    (
+        "strict, after sync relax: the replica is back and streams: sync on",
+        "strict",
+        st(R.PRIMARY, sync_mark=1),
+        obs(primary_db(sync=False, replicas=(STREAMING,)), heard(REPLICA_PEER), vip_held=True),
         "primary-sync-on",
         R.PRIMARY,
         ["SetSynchronous"],
