@@ -85,7 +85,7 @@ def boot_id() -> str:
         return ""
 
 
-def _announce_doc(a: Announce) -> dict[str, object]:
+def announce_doc(a: Announce) -> dict[str, object]:
     return {
         "epoch": a.epoch,
         "role": a.role.value,
@@ -106,7 +106,7 @@ def encode(m: Memory) -> bytes:
             "heard_at": m.peer.heard_at,
             "heard_wall": m.peer.heard_wall,
             "boot": m.peer.boot,
-            "announce": _announce_doc(m.peer.announce),
+            "announce": announce_doc(m.peer.announce),
         }
     doc = {
         "format": FORMAT,
@@ -133,7 +133,7 @@ def _count(value: object) -> int:
     return min(max(value, 0), 10**6)
 
 
-def _announce(doc: object) -> Announce | None:
+def announce_from_doc(doc: object) -> Announce | None:
     if not isinstance(doc, dict):
         return None
     role, epoch, mark = doc.get("role"), doc.get("epoch"), doc.get("sync_mark")
@@ -176,7 +176,7 @@ def decode(data: bytes, boot: str) -> Memory:
     peer = None
     p = doc.get("peer")
     if isinstance(p, dict):
-        ann = _announce(p.get("announce"))
+        ann = announce_from_doc(p.get("announce"))
         wall = _time(p.get("heard_wall"))
         boot_of_peer = p.get("boot")
         if ann is not None and wall is not None and isinstance(boot_of_peer, str):

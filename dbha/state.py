@@ -147,10 +147,12 @@ def load_or_initial(state_dir: Path, db_is_primary: bool) -> tuple[NodeState, bo
     return state, True
 
 
-def write_atomically(state_dir: Path, name: str, data: bytes) -> None:
+def write_atomically(state_dir: Path, name: str, data: bytes, durable: bool = True) -> None:
     """Write ``data`` to ``state_dir/name`` atomically and durably (a temporary file,
-    fsync, rename, fsync of the directory; 0600). Raises OSError, and then leaves no
-    temporary file and the old content in place."""
+    fsync, rename, fsync of the directory; 0600). ``durable=False`` leaves out the
+    fsyncs: the rename is still atomic and the content outlives the process, not a
+    crash of the host (for what only this boot may use). Raises OSError, and then
+    leaves no temporary file and the old content in place."""
     tmp = state_dir / f".{name}.{os.getpid()}.tmp"
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -159,10 +161,13 @@ def write_atomically(state_dir: Path, name: str, data: bytes) -> None:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, state_dir / name)
+        if not durable:
+            return
         dfd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.fsync(dfd)

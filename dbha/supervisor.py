@@ -22,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dbha import adapt, sdnotify
+from dbha import adapt, restartmem, sdnotify
 from dbha import state as statefile
 from dbha.checks import CheckRunner
 from dbha.config import Config
 from dbha.control import LocalControlServer, PeerControlServer
 from dbha.db.base import DatabaseDriver, DbStatus, Role
-from dbha.decide import SAFETY_NOTE, announce, decide, lease_until, params
+from dbha.decide import SAFETY_NOTE, announce, decide, lease_until, params, restart
 from dbha.drivers import local_driver, upstream
 from dbha.errors import DbhaError
 from dbha.executor import Executor, Parts, Timeouts
@@ -79,6 +79,9 @@ WAKE_SLACK = 0.002
 # check that flips, an operator's request.
 STEADY_INTERVALS = 3
 STEADY_DEADLINE_FRACTION = 0.25
+# A replica's memory for a restart (dbha.restartmem) is rewritten at most this often
+# while only its times move (seconds): an older echo only ends its window sooner.
+MEMORY_EVERY = 0.2
 # An operator's request must be taken by the loop within this (seconds).
 REQUEST_TAKEN_WITHIN = 10.0
 # An alert that stays on is logged again this often (seconds).
@@ -279,6 +282,13 @@ class Supervisor:
         # Since when (monotonic) the local primary's commits wait with no synchronous
         # standby connected (None: they do not).
         self._blocked_since: float | None = None
+        # What a restart of this process carries over (dbha.decide.restart), and the
+        # gist of what was last written of it.
+        self._boot = ""
+        self._memory: restart.Remembered | None = None
+        self._mem_key: object = None
+        self._mem_at = -math.inf
+        self._mem_peer: PeerView | None = None
         self._refusing_since: float | None = None
 
     # -- life cycle -----------------------------------------------------------
@@ -293,6 +303,21 @@ class Supervisor:
             self.cfg.service.state_dir, db.reachable and db.role is Role.PRIMARY
         )
         self._saved = _persisted(self.state) if found else None
+        self._boot = restartmem.boot_id()
+        self._memory = restartmem.load(self.cfg.service.state_dir, self._boot)
+        if self._memory is not None and found:
+            resumed = restart.resume(self.state, self._memory)
+            if resumed != self.state:
+                heard = self._memory.peer.heard_at
+                log.info(
+                    "restarted in the same boot: %s was last heard %.1f s ago, as %s",
+                    self.cfg.peer.name,
+                    time.monotonic() - heard if heard is not None else math.nan,
+                    self._memory.peer.last.role.value if self._memory.peer.last else "?",
+                )
+            self.state = resumed
+        else:
+            self._memory = None
         log.info(
             "starting: state %s (%s), epoch %d, database %s",
             self.state.role.value,
@@ -371,7 +396,9 @@ class Supervisor:
     def observe(self, request: Request | None = None) -> Observation:
         now = time.monotonic()
         snap = self.heartbeat.snapshot(now, counters=False)  # status() reads counters
-        peer = adapt.peer_view(snap)
+        # Until the peer is heard again, a supervisor restarted in this boot shows the
+        # core the peer as it last saw it (dbha.decide.restart).
+        peer = restart.peer_view(adapt.peer_view(snap), self._memory)
         probed = self.observer.latest_probe(now)
         local, probe_at = probed or (DbStatus.unreachable("not probed yet"), None)
         return Observation(
@@ -448,6 +475,7 @@ class Supervisor:
             answer = d.answer or d.reason
             pending.answer = answer if out.ok else f"{answer}: {out.error}"
             pending.done.set()
+        self._remember(obs)
         self.heartbeat.update_status(**adapt.beat_fields(announce(self.state, obs)))  # type: ignore[arg-type]
         self._log(d, obs, out.error if not out.ok else "")
         self._raise_alerts(obs, d)
@@ -461,6 +489,30 @@ class Supervisor:
     def _save_state(self, state: NodeState) -> None:
         statefile.save(self.cfg.service.state_dir, state)
         self._saved = _persisted(state)
+
+    def _remember(self, obs: Observation) -> None:
+        """Keep what a restart of this process must not forget (a replica's view of its
+        peer and its eligibility: dbha.decide.restart): rewritten when it says
+        something new, and at most every MEMORY_EVERY while only its times move."""
+        m = restart.remember(self.state, obs)
+        state_dir = self.cfg.service.state_dir
+        if m is None:
+            if self._mem_key is not None:
+                restartmem.forget(state_dir)
+                self._mem_key = None
+            return
+        last = m.peer.last
+        key = (m.role, m.eligible_since, None if last is None else last._replace(position=None))
+        if key == self._mem_key and obs.now - self._mem_at < MEMORY_EVERY:
+            return
+        if key == self._mem_key and m.peer == self._mem_peer:
+            return
+        try:
+            restartmem.save(state_dir, m, self._boot)
+        except OSError as exc:
+            log.error("could not save the supervisor's memory: %s", exc)
+            return
+        self._mem_key, self._mem_at, self._mem_peer = key, obs.now, m.peer
 
     def _persist(self) -> None:
         """Save the state when a persisted field changed (role, epoch, needs_resync,

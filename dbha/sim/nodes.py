@@ -17,6 +17,7 @@ from dbha.config import Config
 from dbha.db.base import DbError, DbStatus, Position, Role, Upstream
 from dbha.db.fake import FakeDriver, FakeServer, covers
 from dbha.decide import announce, decide, params
+from dbha.decide.restart import Remembered, peer_view, remember, resume
 from dbha.model import (
     AcquireVip,
     Action,
@@ -78,6 +79,10 @@ class SimNode:
         self.supervisor_up = False  # the supervisor process runs
         self.start_at = 0  # step at which the supervisor (re)starts
         self.frozen = False  # the supervisor process is stopped (SIGSTOP)
+        self.keeper_alone = False  # the supervisor died; its keeper enforces the last lease
+        # What the supervisor keeps for a restart of its own process (the shell's
+        # supervisor-memory.json): lost with the host, kept over a restart.
+        self.memory: Remembered | None = None
         self.stalled = False  # its loop hangs, its heartbeat threads still send
         self.split_fallback = False  # fell back to async during the undecidable partition
         self.vip = False
@@ -116,6 +121,8 @@ class SimNode:
         """Host death: everything stops; the VIP stays configured on the interface."""
         self.alive = False
         self.supervisor_up = False
+        self.keeper_alone = False
+        self.memory = None  # a new boot: its monotonic times mean nothing
         self.server.crash()
         self.lease = None
         self.safety_due = None
@@ -128,9 +135,19 @@ class SimNode:
         self.server.restart()
         self.start_at = self.world.step + delay_steps
 
+    def crash_supervisor(self) -> None:
+        """The supervisor process dies; its keeper goes on enforcing the last lease,
+        and the supervisor starts again only when told (``start_at``)."""
+        self.supervisor_up = False
+        self.keeper_alone = True
+        self.start_at = 1 << 62
+        self.safety_due = None
+        self.requests.clear()
+
     def start_supervisor(self) -> None:
         self.supervisor_up = True
-        self.state = self.disk.persisted()
+        self.keeper_alone = False
+        self.state = resume(self.disk.persisted(), self.memory)
         self.hb = self._new_hb()
         self.safety = None
         self.safety_due = None
@@ -194,7 +211,7 @@ class SimNode:
         world = self.world
         now = self.now()
         local = self.probe()
-        peer = self.hb.view(now)
+        peer = peer_view(self.hb.view(now), self.memory)
         arb = None
         if self.p.fallback == "arbiter" and world.net.gateway(self.index):
             arb = world.arbiter_view
@@ -231,6 +248,7 @@ class SimNode:
                 world.operator_at = world.t
         role = self.state.role
         self.lease = d.lease_until if role in (NodeRole.PRIMARY, NodeRole.PROMOTING) else None
+        self.memory = remember(self.state, obs)
         key = (id(self.state), id(local), id(peer.last))
         if key != self._ann_key:
             self._ann_key = key

@@ -196,6 +196,14 @@ class World:
             node.server.hang(on)
         elif kind == "freeze":
             node.frozen = on
+        elif kind == "restart":
+            # The supervisor process dies (a crash, its watchdog, an upgrade) and its
+            # service manager starts it again when the fault ends; the host, its
+            # database and the lease keeper stay.
+            if on:
+                node.crash_supervisor()
+            elif node.alive:
+                node.start_at = self.step
         elif kind == "stall":
             node.stalled = on
         elif kind == "check_fail":
@@ -276,7 +284,7 @@ class World:
             for n in self.nodes:
                 # the keeper is a process the supervisor starts: it outlives a hung or
                 # stopped loop, not the host
-                if n.supervisor_up and n.keep():
+                if (n.supervisor_up or n.keeper_alone) and n.keep():
                     self.result.keeper_fences += 1
                     if self.verbose:
                         self.trace(f"{n.name} keeper fenced (lease {n.lease})")

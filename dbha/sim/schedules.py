@@ -44,12 +44,13 @@ NODE_FAULTS = (
     "unknown_safety",
     "replay_pause",
     "client_cut",
+    "restart",
 )
 PAIR_FAULTS = ("beats_blocked", "split", "gateway_down", "repl_stall")
 OPERATOR = ("switchover", "maintenance", "failover")
 # Faults after which a failover is legitimate (used by the single-path invariant).
 DISRUPTIVE = frozenset(
-    {"isolate", "kill_host", "kill_db", "hang_db", "freeze", "check_fail", "split"}
+    {"isolate", "kill_host", "kill_db", "hang_db", "freeze", "check_fail", "split", "restart"}
     | {"switchover", "failover", "gateway_down"}
 )
 

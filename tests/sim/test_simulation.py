@@ -298,3 +298,57 @@ def test_sim_path_tracker_agrees_with_beatpaths(events: list[tuple[float, bool]]
             real, _ = real.advance(now)
             fake.advance(now, interval * misses)
         assert (fake.up, fake.streak) == (real.up, real.streak)
+
+
+# ------------------------------------ a supervisor restarted during a failover
+
+
+def _restart_during_failover(seed: int) -> tuple[Result, World]:
+    """fallback mode, default timing: a (the primary) dies at 2 s and stays dead for
+    20 s; b's supervisor dies 0.3 s later and is started again 0.3 s after that."""
+    base = Schedule(
+        seed=seed,
+        profile="default",
+        mode="fallback",
+        auto_rejoin=False,
+        single_path=False,
+        clocks=((0.0, 1.0), (5000.0, 1.0)),
+        first_primary=0,
+        faults=(Fault("kill_host", 40, 440, node=0), Fault("restart", 46, 52, node=1)),
+        quiet_from=440,
+        steps=560,
+        step_s=0.05,
+    )
+    world = World(base, verbose=True)
+    return world.run(), world
+
+
+def test_a_replica_restarted_while_its_primary_is_dead_still_takes_over() -> None:
+    """The restarted replica remembers (in the same boot) what made the promotion
+    safe: the newest beat of its own the primary echoed while it was eligible, and
+    what the primary last said. It takes over while the primary is still dead, and
+    every invariant holds."""
+    for seed in range(5):
+        result, world = _restart_during_failover(seed)
+        assert result.violations == [], result.violations
+        promoted = [t for t in result.trace if "failover-promote" in t and "PersistState" in t]
+        assert promoted, "\n".join(result.trace[-30:])
+        assert float(promoted[0].split()[0]) < 5.0  # within 3 s of the death, not at 22 s
+        assert world.nodes[1].state.role is NodeRole.PRIMARY
+
+
+def test_without_its_memory_the_restarted_replica_never_takes_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same run with the memory taken away (as before there was one): the new
+    process never heard its primary, cannot prove the primary had not fallen back
+    to asynchronous commits, and refuses until the old primary comes back."""
+    monkeypatch.setattr(sim_nodes, "remember", lambda state, obs: None)
+    result, _ = _restart_during_failover(0)
+    early = [
+        t
+        for t in result.trace
+        if "failover-promote" in t and "PersistState" in t and float(t.split()[0]) < 22.0
+    ]
+    assert early == []
+    assert any("has not confirmed hearing this replica" in t for t in result.trace)
