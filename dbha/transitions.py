@@ -394,8 +394,8 @@ TABLE: tuple[Row, ...] = (
     _row(
         "primary-db-failed",
         R.PRIMARY,
-        "the local database failed (probe fall count or a check script) and the peer is "
-        "an eligible replica",
+        "the local database failed (probe fall count or a check script), the peer is an "
+        "eligible replica, and no replica-not-in-sync mark",
         R.HANDOVER,
         _STOP + " Notify",
         "hand the role over rather than serve from a failed database",
@@ -403,7 +403,8 @@ TABLE: tuple[Row, ...] = (
     _row(
         "primary-db-failing",
         R.PRIMARY,
-        "the local database fails (or is counting failures) and no one can take over",
+        "the local database fails (or is counting failures) and no one can take over (or "
+        "the replica is marked not in sync)",
         SAME,
         "",
         "keep the role; the reason says why",
@@ -497,7 +498,7 @@ TABLE: tuple[Row, ...] = (
         "fenced-db-failed",
         R.FENCED,
         "no resync needed, the local database failed (probe fall count), the peer is an "
-        "eligible replica at our epoch",
+        "eligible replica at our epoch, no replica-not-in-sync mark",
         R.HANDOVER,
         "Notify",
         "a fenced node whose database died cannot resume: let the replica take over",

@@ -220,6 +220,7 @@ def _primary(p: Params, state: NodeState, obs: Observation) -> Decision:
             and last.epoch == state.epoch
             and not state.maintenance
             and not last.maintenance
+            and state.sync_mark is None
         ):
             return _d(
                 replace(state, role=NodeRole.HANDOVER, since=now, switching=False),
@@ -231,12 +232,13 @@ def _primary(p: Params, state: NodeState, obs: Observation) -> Decision:
                 ],
                 lease,
             )
-        return _d(
-            state,
-            "primary-db-failing",
-            f"the local database {what}, and {p.peer} cannot take over",
-            lease=lease,
+        why = (
+            f"{p.peer} is not in sync (replica-not-in-sync mark): it cannot take over "
+            "without what was acknowledged since"
+            if state.sync_mark is not None
+            else f"{p.peer} cannot take over"
         )
+        return _d(state, "primary-db-failing", f"the local database {what}, and {why}", lease=lease)
     if p.sync and local.reachable:
         d = _sync(p, state, obs, lease)
         if d is not None:
@@ -401,6 +403,7 @@ def _fenced_node(p: Params, state: NodeState, obs: Observation) -> Decision:
         and last.epoch == state.epoch
         and not state.maintenance
         and not last.maintenance
+        and state.sync_mark is None
     ):
         # Our database is gone (e.g. the keeper killed it while it hung): this node
         # cannot resume, so let the replica take over.

@@ -1055,6 +1055,16 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         R.HANDOVER,
         ["Notify"],
     ),
+    (
+        "fallback: a marked primary's database fails: it keeps the role (no handover "
+        "to a replica that is not in sync)",
+        "fallback",
+        st(R.PRIMARY, sync_mark=1, db_fails=3),
+        obs(DOWN, heard(REPLICA_PEER), vip_held=True),
+        "primary-db-failing",
+        R.PRIMARY,
+        [],
+    ),
     # ---- operator requests
     (
         "strict: sync relax while the old primary needs a resync",
