@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from dbha.config import Config
-from dbha.db.base import DatabaseDriver, Upstream
+from dbha.db.base import DatabaseDriver, DbRefused, Upstream
 from dbha.errors import DbhaError
 from dbha.model import (
     AcquireVip,
@@ -84,6 +84,7 @@ class Outcome:
     failed: Action | None = None
     error: str = ""
     persisted: NodeState | None = None  # the last state a PersistState wrote
+    refused: bool = False  # the failed action was refused as unsafe (DbRefused)
 
 
 @dataclass
@@ -128,7 +129,9 @@ class Executor:
                     log.warning("%s failed (best effort, going on): %s", _name(action), exc)
                     continue
                 log.error("%s failed: %s", _name(action), exc)
-                return Outcome(False, i, action, str(exc), persisted)
+                return Outcome(
+                    False, i, action, str(exc), persisted, refused=isinstance(exc, DbRefused)
+                )
             if isinstance(action, PersistState):
                 persisted = action.state
             if isinstance(action, RunSafetyCheck):  # asked for every few ticks while quiet
@@ -203,8 +206,8 @@ class Executor:
                 p.driver.prepare_replica(timeout)
             case Follow():
                 p.driver.follow(p.upstream, timeout)
-            case Rejoin(force=force):
-                report = p.driver.rejoin(p.upstream, timeout, force=force)
+            case Rejoin(force=force, unacknowledged=unacked):
+                report = p.driver.rejoin(p.upstream, timeout, force=force, unacknowledged=unacked)
                 aside = ", ".join(report.set_aside) or "nothing"
                 p.notify("rejoined", f"by {report.method}; set aside: {aside}")
             case RunSafetyCheck():

@@ -298,8 +298,15 @@ class Follow(Action):
 
 @dataclass(frozen=True, slots=True)
 class Rejoin(Action):
+    """Rejoin the local node as a replica of ``upstream`` (the peer's node name).
+    ``unacknowledged``: the core knows that whatever this former primary holds and
+    the upstream lacks was never acknowledged to a client (synchronous mode, and no
+    replica-not-in-sync mark in its epoch); the driver may then set it aside without
+    ``force``, once the server confirms it (dbha.db.base.DatabaseDriver.rejoin)."""
+
     upstream: str
     force: bool = False
+    unacknowledged: bool = False
 
 
 @dataclass(frozen=True, slots=True)

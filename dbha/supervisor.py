@@ -473,7 +473,10 @@ class Supervisor:
             # Refused, or accepted but an action failed: the operator is told so.
             pending.ok = out.ok and d.rule != "request-refused"
             answer = d.answer or d.reason
-            pending.answer = answer if out.ok else f"{answer}: {out.error}"
+            # The first word says what happened: "refused: ..." when an action refused
+            # as unsafe (nothing changed), "failed: ..." when it failed.
+            word = "refused" if out.refused else "failed"
+            pending.answer = answer if out.ok else f"{word}: {d.rule}: {out.error}"
             pending.done.set()
         self._remember(obs)
         self.heartbeat.update_status(**adapt.beat_fields(announce(self.state, obs)))  # type: ignore[arg-type]

@@ -217,10 +217,20 @@ class DatabaseDriver(Protocol):
         Idempotent when it already follows ``upstream``."""
         ...
 
-    def rejoin(self, upstream: Upstream, timeout: float, force: bool = False) -> RejoinReport:
+    def rejoin(
+        self,
+        upstream: Upstream,
+        timeout: float,
+        force: bool = False,
+        unacknowledged: bool = False,
+    ) -> RejoinReport:
         """Turn a former primary into a replica of ``upstream``. Keeps aside (never
         discards) whatever ``upstream`` lacks and reports it. Raises DbRefused when
-        that needs ``force`` and it was not given."""
+        that needs ``force`` and it was not given. ``unacknowledged``: the caller
+        knows that what this server holds past ``upstream`` was never acknowledged
+        to a client (it ran in synchronous mode and never acknowledged alone); a
+        driver that can confirm it on the server (MySQL/MariaDB: lossless semi-sync,
+        AFTER_SYNC, held since) sets it aside without ``force``."""
         ...
 
     def prepare_replica(self, timeout: float) -> None:

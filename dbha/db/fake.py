@@ -378,7 +378,13 @@ class FakeDriver:
             )
         s.replay()
 
-    def rejoin(self, upstream: Upstream, timeout: float, force: bool = False) -> RejoinReport:
+    def rejoin(
+        self,
+        upstream: Upstream,
+        timeout: float,
+        force: bool = False,
+        unacknowledged: bool = False,
+    ) -> RejoinReport:
         s = self.server
         if s.hung:
             raise DbTimeout(f"{s.name}: no answer within the timeout")
@@ -386,7 +392,7 @@ class FakeDriver:
         if src is None or not src.up or src.hung:
             raise DbUnreachable(f"{s.name}: upstream {upstream.name} unreachable")
         errant = sum(1 for e in s.wal[_common_prefix(s.wal, src.wal) :] if e.payload)
-        if s.cluster.rejoin_needs_force and errant and not force:
+        if s.cluster.rejoin_needs_force and errant and not (force or unacknowledged):
             raise DbRefused(
                 f"{s.name}: {errant} writes that {upstream.name} lacks; "
                 "rejoin with force to set them aside"

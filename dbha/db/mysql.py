@@ -62,6 +62,9 @@ POLL = 0.05  # seconds between looks while waiting for replication to start or a
 # How long a receiver's STOP may run before its upstream connections are ended
 # (see MysqlDriver._stop_receiver), and how often that is repeated after.
 RECEIVER_STOP_GRACE = 0.05
+# A receiver that keeps failing to connect is given up on after at least this long
+# (seconds), or three of its retries if longer (see MysqlDriver.wait_streaming).
+RECEIVER_STUCK_MIN = 5.0
 UNKNOWN_THREAD = 1094  # KILL of a connection that has just gone
 
 
@@ -571,9 +574,16 @@ class MysqlDriver:
                     )
                 time.sleep(POLL / 5)
 
-    @staticmethod
-    def wait_streaming(s: Session, dl: Deadline, what: str) -> None:
+    def wait_streaming(self, s: Session, dl: Deadline, what: str) -> None:
+        """Until both replication threads run. Raises ReplicationStopped when one
+        stopped on an error, or when the receiver has kept failing to connect (an
+        error while it retries, e.g. 1040 Too many connections, 1045 access denied)
+        for longer than a few of its retries: it would otherwise count as "still
+        connecting" until the verb's whole budget is spent. DbTimeout at the deadline."""
         f = s.flavour
+        st = self.settings
+        stuck_after = max(RECEIVER_STUCK_MIN, 3 * st.connect_retry + st.connect_timeout)
+        failing_since: float | None = None
         while True:
             rep = f.parse_replica_status(s.rows(f.replica_status_sql))
             if rep is None:
@@ -584,6 +594,17 @@ class MysqlDriver:
                 rep.sql_running == "No" and rep.sql_errno
             ):
                 raise ReplicationStopped(f"{what}: replication stopped: {rep.error}", rep)
+            now = time.monotonic()
+            if rep.io_running != "Yes" and rep.io_errno:
+                failing_since = now if failing_since is None else failing_since
+                if now - failing_since > stuck_after:
+                    raise ReplicationStopped(
+                        f"{what}: the receiver cannot connect to its upstream "
+                        f"(for {now - failing_since:.0f} s): {rep.error}",
+                        rep,
+                    )
+            else:
+                failing_since = None
             if dl.remaining() <= POLL:
                 raise DbTimeout(
                     f"{what}: not replicating yet (receiver {rep.io_running}, applier "
@@ -591,9 +612,15 @@ class MysqlDriver:
                 )
             time.sleep(POLL)
 
-    def rejoin(self, upstream: Upstream, timeout: float, force: bool = False) -> RejoinReport:
+    def rejoin(
+        self,
+        upstream: Upstream,
+        timeout: float,
+        force: bool = False,
+        unacknowledged: bool = False,
+    ) -> RejoinReport:
         """See :func:`dbha.db.mysqlrejoin.rejoin`."""
-        return mysqlrejoin.rejoin(self, upstream, timeout, force)
+        return mysqlrejoin.rejoin(self, upstream, timeout, force, unacknowledged)
 
     def covers(self, candidate: Position, reference: Position) -> bool:
         """GTID containment (MariaDB: per domain and server id; MySQL: uuid sets).

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dbha.db import gtid
-from dbha.db.base import DbError, DbRefused, RejoinReport, Upstream
+from dbha.db.base import DbError, DbRefused, DbTimeout, RejoinReport, Upstream
 from dbha.db.mysqlconn import Deadline, MysqlSettings, ReplicationStopped, boundary, read_secret
 from dbha.db.mysqlflavour import Flavour
-from dbha.db.mysqlrows import SYSTEM_SCHEMAS
+from dbha.db.mysqlrows import SYSTEM_SCHEMAS, parse_semisync
 from dbha.db.mysqltools import option_file, option_text, pipe_tools, query_tool, spawn_to_file
 
 if TYPE_CHECKING:
@@ -54,7 +54,13 @@ _GTID_LINE = re.compile(r"\bGTID\s+(\d+-\d+-\d+)\b|\bGTID_NEXT\s*=\s*'([^']+)'",
 COMMON_DUMP_ARGS = ["--routines", "--events", "--triggers", "--hex-blob"]
 
 
-def rejoin(driver: MysqlDriver, upstream: Upstream, timeout: float, force: bool) -> RejoinReport:
+def rejoin(
+    driver: MysqlDriver,
+    upstream: Upstream,
+    timeout: float,
+    force: bool,
+    unacknowledged: bool = False,
+) -> RejoinReport:
     """Turn this former primary into a replica of ``upstream``; see the module text.
     Raises DbRefused (errant transactions and no ``force``, or the upstream is this
     very server), DbTimeout, DbCommandFailed, DbError."""
@@ -101,6 +107,7 @@ def rejoin(driver: MysqlDriver, upstream: Upstream, timeout: float, force: bool)
                     f"{what}: {upstream.name} no longer has the binlog this server needs "
                     f"({exc.row.io_error}); it stays fenced. A forced rejoin re-clones it."
                 ) from exc
+            replication_reaches(settings, f, upstream, dl, what)
             kept, notes = keep_aside(driver, f, dl, what, v.executed, up_have, "")
             copy_from(driver, f, upstream, up_have, dl, what, kept)
             gone = f"{upstream.name} had purged the binlog this server needed: re-cloned"
@@ -109,16 +116,42 @@ def rejoin(driver: MysqlDriver, upstream: Upstream, timeout: float, force: bool)
             "repoint",
             notes=(f"{upstream.name} has everything this server had ({v.executed})",),
         )
-    if not force:
-        raise DbRefused(
-            f"{what}: this server has transactions {upstream.name} lacks (errant: {errant}); "
-            "it stays fenced. A forced rejoin keeps them aside and re-clones it."
+    lossless = unacknowledged and _lossless(driver, dl, what)
+    if not force and not lossless:
+        why = (
+            "the server does not confirm that lossless semi-synchronous replication "
+            "(AFTER_SYNC) held, so some may have been acknowledged"
+            if unacknowledged
+            else "they may have been acknowledged to clients (asynchronous commits)"
         )
+        raise DbRefused(
+            f"{what}: this server has transactions {upstream.name} lacks (errant: {errant}): "
+            f"{why}; it stays fenced. A forced rejoin keeps them aside and re-clones it."
+        )
+    replication_reaches(settings, f, upstream, dl, what)
     log.warning("%s: errant transactions %s: keeping them aside, then re-cloning", what, errant)
     kept, notes = keep_aside(driver, f, dl, what, v.executed, up_have, errant)
     copy_from(driver, f, upstream, up_have, dl, what, kept)
     log.info("%s: re-cloned; kept aside: %s", what, ", ".join(kept))
+    if lossless and not force:
+        notes.insert(
+            0,
+            f"the errant transactions ({errant}) were never acknowledged to a client: "
+            "they waited for a semi-synchronous acknowledgement (AFTER_SYNC) that never "
+            "came; kept aside, not replayed",
+        )
     return RejoinReport("reclone", set_aside=kept, errant=errant, notes=tuple(notes))
+
+
+def _lossless(driver: MysqlDriver, dl: Deadline, what: str) -> bool:
+    """The server still has the primary side of semi-sync held with the lossless
+    wait point (AFTER_SYNC) that dbha arms: then none of its commits was visible,
+    nor acknowledged, before a replica had it. A restart of the server would have
+    lost that runtime setting, so a server that still holds it held it throughout
+    since dbha armed it."""
+    with driver.session(dl, what) as s:
+        semi = parse_semisync(s.rows(s.flavour.semisync_sql))
+    return semi.holds and semi.wait_point == "AFTER_SYNC"
 
 
 def upstream_state(
@@ -141,6 +174,71 @@ def _upstream_query(
             dl,
             f"{what}: ask {upstream.name}",
         )
+
+
+def replication_reaches(
+    settings: MysqlSettings, f: Flavour, upstream: Upstream, dl: Deadline, what: str
+) -> None:
+    """Before anything is emptied: the replication account can log in to the
+    upstream. A re-clone that copies the data and then cannot replicate (the
+    upstream out of connections, held by commits that wait for a semi-sync
+    acknowledgement; a wrong password) would leave this server emptied. Raises
+    DbRefused with the reason; nothing has been changed then."""
+    password = read_secret(settings.repl_password_file, f"{what}: replication")
+    opts = option_text(settings.repl_user, password, upstream.host, upstream.port, None)
+    try:
+        with option_file(opts, what) as cnf:
+            query_tool(
+                [*_client(settings, f, cnf), "--batch", "--skip-column-names"],
+                "SELECT 1;\n",
+                dl,
+                f"{what}: log in to {upstream.name} as {settings.repl_user}",
+            )
+    except DbTimeout:
+        raise
+    except DbError as exc:
+        raise DbRefused(
+            f"{what}: the replication account cannot log in to {upstream.name} ({exc}); "
+            "nothing was changed and this server stays fenced"
+        ) from exc
+
+
+def release_waiters(
+    settings: MysqlSettings,
+    f: Flavour,
+    upstream: Upstream,
+    older_than: float,
+    dl: Deadline,
+    what: str,
+) -> int:
+    """End the upstream's sessions whose commit has waited for a semi-sync
+    acknowledgement for longer than ``older_than`` seconds (since before the copy
+    began): their transactions are in the copy or in the binlog this server
+    replicates from, but it replicates from after them and will never acknowledge
+    them, and each holds a connection the replication account may need. KILL
+    CONNECTION, never KILL QUERY (which returns OK to the client: an
+    acknowledgement): the client learns its outcome is unknown, which is the truth.
+    Returns how many were ended; never raises on a session that is already gone."""
+    sql = (
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE STATE LIKE "
+        f"'Waiting for semi-sync ACK%' AND TIME >= {max(1, int(older_than + 0.999))};\n"
+    )
+    ids = [x.strip() for x in _upstream_query(settings, f, upstream, sql, dl, what)]
+    ids = [x for x in ids if x.isdigit()]
+    if ids:
+        kill = "".join(f"KILL CONNECTION {i};\n" for i in ids)
+        try:
+            _upstream_query(settings, f, upstream, kill, dl, what)
+        except DbError as exc:  # a session may have ended meanwhile (1094)
+            log.info("%s: ending waiting sessions on %s: %s", what, upstream.name, exc)
+        log.warning(
+            "%s: ended %d session(s) on %s whose commits waited for an acknowledgement "
+            "since before the copy (their clients were not told they committed)",
+            what,
+            len(ids),
+            upstream.name,
+        )
+    return len(ids)
 
 
 def _tool(settings: MysqlSettings, program: str, cnf: str) -> list[str]:
@@ -224,6 +322,7 @@ def copy_from(
     server is emptied until it replicates, so that a rejoin interrupted half-way is
     resumed as a re-clone, never mistaken for a server with a clean history."""
     settings = driver.settings
+    copy_began = time.monotonic()
     marker = Path(settings.aside_dir) / UNFINISHED
     with boundary(f"{what}: write {marker}"):
         marker.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -253,6 +352,7 @@ def copy_from(
                 dl,
                 f"{what}: copy from {upstream.name}",
             )
+    release_waiters(settings, f, upstream, time.monotonic() - copy_began + 1.0, dl, what)
     with driver.session(dl, what) as s:
         if not databases:
             s.run(f.set_position_sql, (f.start_position(up_have),))

@@ -538,7 +538,13 @@ class PostgresDriver:
         """See ``dbha.db.pgrejoin.follow``."""
         pgrejoin.follow(self.settings, self.tools, upstream, Deadline(timeout, "follow"))
 
-    def rejoin(self, upstream: Upstream, timeout: float, force: bool = False) -> RejoinReport:
+    def rejoin(
+        self,
+        upstream: Upstream,
+        timeout: float,
+        force: bool = False,
+        unacknowledged: bool = False,
+    ) -> RejoinReport:
         """See ``dbha.db.pgrejoin.rejoin``. ``force`` changes nothing for PostgreSQL:
         a rejoin never discards, it keeps the diverged WAL (or the old data
         directory) aside and reports it."""

@@ -250,7 +250,9 @@ def _epochs(p: Params, state: NodeState, obs: Observation, last: Announce) -> De
                 [Rejoin(p.peer), _notify("switchover_done")],
             )
         return _d(
-            _fenced(state, obs, needs_resync=True, sync_mark=None),
+            # The mark is kept: it records that this node acknowledged commits alone in
+            # its epoch, which its resync must know (dbha.db.base.DatabaseDriver.rejoin).
+            _fenced(state, obs, needs_resync=True),
             "newer-epoch",
             f"the peer has epoch {last.epoch} > {state.epoch}: this node stops serving "
             "and needs a resync",
@@ -258,7 +260,7 @@ def _epochs(p: Params, state: NodeState, obs: Observation, last: Announce) -> De
         )
     if last.epoch == state.epoch and role in _SERVING and last.role in _SERVING and p.me > p.peer:
         return _d(
-            _fenced(state, obs, needs_resync=True, sync_mark=None),
+            _fenced(state, obs, needs_resync=True),
             "epoch-tie",
             f"both nodes serve at epoch {state.epoch}: {p.me} yields to {p.peer} "
             "and needs a resync",

@@ -404,7 +404,19 @@ def _rejoin(
         clear_pos=None,
         switching=False,
     )
-    acts = [*_stop_serving(obs), Rejoin(p.peer, force), _notify("rejoined", f"epoch {last.epoch}")]
+    # A former primary that never acknowledged alone in synchronous mode holds, past
+    # what the peer has, only commits that waited for an acknowledgement that never
+    # came: no client was told they committed.
+    unacked = (
+        p.sync
+        and p.fallback != "arbiter"
+        and (state.role is NodeRole.FENCED and state.sync_mark is None)
+    )
+    acts = [
+        *_stop_serving(obs),
+        Rejoin(p.peer, force, unacknowledged=unacked),
+        _notify("rejoined", f"epoch {last.epoch}"),
+    ]
     return _d(
         new, rule, f"rejoining as a replica of {p.peer} (epoch {last.epoch})", acts, None, answer
     )

@@ -114,7 +114,10 @@ def _refuse(state: NodeState, why: str) -> Decision:
         if why.startswith(("resync", "maintenance", "sync relax"))
         else "failover_refused"
     )
-    return _d(state, "request-refused", why, [_notify(event, why)], answer=why)
+    # The answer's first word says it was refused: "refused: resync: ..."
+    head, sep, rest = why.partition(" refused: ")
+    answer = f"refused: {head}: {rest}" if sep else f"refused: {why}"
+    return _d(state, "request-refused", why, [_notify(event, why)], answer=answer)
 
 
 def _switchover_blocker(state: NodeState, obs: Observation) -> str | None:

@@ -306,7 +306,9 @@ class SimNode:
         elif isinstance(a, Rejoin):
             if not world.net.tcp_lan:
                 raise ActionFailed("upstream unreachable")
-            drv.rejoin(Upstream(a.upstream, "sim", 0), 1.0, force=a.force)
+            drv.rejoin(
+                Upstream(a.upstream, "sim", 0), 1.0, force=a.force, unacknowledged=a.unacknowledged
+            )
         elif isinstance(a, RunSafetyCheck):
             if self.safety_due is None:
                 delay = world.rng.randint(1, world.safety_steps)

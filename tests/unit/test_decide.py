@@ -25,6 +25,7 @@ from dbha.model import (
     Observation,
     PeerView,
     PersistState,
+    Rejoin,
     Request,
     RequestKind,
     SafetyView,
@@ -1427,3 +1428,44 @@ def test_sync_relax_persists_the_mark_before_it_stops_waiting() -> None:
     assert isinstance(persist, PersistState) and persist.state.sync_mark == 3
     assert isinstance(sync_off, SetSynchronous) and not sync_off.on
     assert d.next_state.sync_mark == 3 and d.answer is not None and "caught up" in d.answer
+
+
+@pytest.mark.parametrize(
+    ("mode", "role", "mark", "want"),
+    [
+        ("strict", R.FENCED, None, True),  # never acknowledged alone: provable
+        ("fallback", R.FENCED, None, True),
+        ("fallback", R.FENCED, 1, False),  # it fell back: it acknowledged alone
+        ("async", R.FENCED, None, False),  # every commit was acknowledged alone
+        ("strict", R.REPLICA, None, False),  # a replica that took writes: acknowledged
+    ],
+)
+def test_a_resync_says_whether_what_the_node_holds_alone_was_never_acknowledged(
+    mode: str, role: NodeRole, mark: int | None, want: bool
+) -> None:
+    d = decide(
+        st(role, needs_resync=True, sync_mark=mark),
+        obs(
+            primary_db(writable=False),
+            heard(ann(R.PRIMARY, epoch=2)),
+            request=Request(RequestKind.RESYNC),
+        ),
+        CFG[mode],
+    )
+    rejoin = [a for a in d.actions if isinstance(a, Rejoin)]
+    assert d.rule == "resync" and len(rejoin) == 1
+    assert rejoin[0].unacknowledged is want
+
+
+def test_a_refused_request_says_so_in_its_first_word() -> None:
+    d = decide(
+        st(R.FENCED, needs_resync=True),
+        obs(
+            primary_db(writable=False),
+            silent(ann(R.PRIMARY, epoch=2)),
+            request=Request(RequestKind.RESYNC),
+        ),
+        CFG["async"],
+    )
+    assert d.rule == "request-refused"
+    assert d.answer is not None and d.answer.startswith("refused: resync: ")
