@@ -13,6 +13,7 @@ documentation would (``dbha.lab.operator``; dbha's role gets docs/grants.md).
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ PGBIN = Path("/usr/lib/postgresql/15/bin")
 OWNER = "postgres"
 SERVICE = topo.SERVICES["pg"]
 START_TIMEOUT = 30
+WRITE_TIMEOUT = 5.0  # bound on one application write of the lab (write proof, tests)
 
 HBA = """\
 # dbha lab: every connection needs a password (scram), local or from the lab network.
@@ -453,9 +455,33 @@ class PgNode:
             st.update(role="unknown", error=str(exc).strip().splitlines()[-1])
         return st
 
-    def write_token(self, token: str) -> None:
+    def write_token(self, token: str, timeout: float = WRITE_TIMEOUT) -> None:
+        """Insert one row as the application; LabError unless it is acknowledged
+        within ``timeout``. A commit waiting for a synchronous standby is not
+        bounded by statement_timeout: the lab cancels it at the bound, and the
+        server's warning that it stopped waiting (committed locally, never
+        acknowledged) makes this a failure too."""
         with self.connect("app", "app") as c:
-            c.execute("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (token,))
+            warnings: list[str] = []
+            c.add_notice_handler(lambda d: warnings.append(str(d.message_primary)))
+            cancel = getattr(c, "cancel_safe", c.cancel)  # psycopg >= 3.2 has cancel_safe
+            timer = threading.Timer(timeout, cancel)
+            timer.daemon = True
+            timer.start()
+            try:
+                c.execute("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (token,))
+            except psycopg.errors.QueryCanceled as exc:
+                raise LabError(
+                    f"PostgreSQL on {self.host}: the write was not done within {timeout:g} s"
+                ) from exc
+            finally:
+                timer.cancel()
+        waited = [w for w in warnings if "synchronous replication" in w]
+        if waited:
+            raise LabError(
+                f"PostgreSQL on {self.host}: the commit waited {timeout:g} s for a "
+                f"synchronous standby and was cancelled ({waited[0]}): not acknowledged"
+            )
 
     def has_token(self, token: str) -> bool:
         with self.connect("app", "app", timeout=3) as c:
