@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from dbha.errors import DbhaError
+from dbha.lab import operator as op
 from dbha.lab import topology as topo
 from dbha.lab.layout import DEFAULT_ROOT
 from dbha.lab.supervisors import START_BY_DEFAULT
@@ -107,12 +108,27 @@ def install() -> None:
     help="Timing of the supervisors' configs: default, or the fast profile "
     "(docs/config.md). Default: keep the lab's choice, else default.",
 )
+@click.option(
+    "--pairs",
+    type=click.Choice(op.PAIRS),
+    default=None,
+    help="How the database pairs are built: as dbha wants them (dbha), or as an "
+    "operator following each engine's own documentation would (operator: "
+    "docs/lab.md). Default: keep the lab's choice, else dbha. A change rebuilds "
+    "both pairs.",
+)
 @pass_ctx
-def up(c: LabContext, sync: bool | None, supervisors: bool | None, profile: str | None) -> None:
+def up(
+    c: LabContext,
+    sync: bool | None,
+    supervisors: bool | None,
+    profile: str | None,
+    pairs: str | None,
+) -> None:
     """Build the lab, or repair what is missing (idempotent); write each node's
     dbha config (and start the supervisors)."""
     try:
-        t = c.lab().up(sync=sync, supervisors=supervisors, profile=profile)
+        t = c.lab().up(sync=sync, supervisors=supervisors, profile=profile, pairs=pairs)
     except DbhaError as exc:
         _fail(exc)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in t.steps)
@@ -301,7 +317,8 @@ def render_status(st: dict[str, Any]) -> str:
     )
     out = [
         f"lab {st['prefix']}: {'healthy' if st['healthy'] else 'NOT healthy'}"
-        f"  ({'sync' if st['sync'] else 'async'} replication, {sups}, gateway {st['gateway']})"
+        f"  ({'sync' if st['sync'] else 'async'} replication, {sups}, "
+        f"{st.get('pairs', 'dbha')}-built pairs, gateway {st['gateway']})"
     ]
     out.append("hosts:")
     for host, h in st["hosts"].items():

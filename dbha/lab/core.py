@@ -19,6 +19,7 @@ from typing import Any
 
 from dbha.errors import LabError
 from dbha.lab import net, packages, procs
+from dbha.lab import operator as op
 from dbha.lab import supervisors as sup
 from dbha.lab import topology as topo
 from dbha.lab.layout import DEFAULT_ROOT, Layout
@@ -51,7 +52,7 @@ class Lab:
         self.prefix = topo.check_prefix(prefix)
         self.layout = Layout.for_prefix(prefix, base)
         self.dir = self.layout.root
-        self.meta_path = self.dir / "lab.json"
+        self.meta_path = self.layout.meta_path
         self.supervisors = sup.Supervisors(self.prefix, self.layout)
 
     # -- nodes ----------------------------------------------------------------
@@ -97,13 +98,17 @@ class Lab:
         install: bool = True,
         supervisors: bool | None = None,
         profile: str | None = None,
+        pairs: str | None = None,
     ) -> Timings:
         """Build or repair the whole lab; returns how long each step took.
 
         Every node's dbha config is (re)written. ``supervisors``: start one
         supervisor per service on each database host (True), none (False: the
         pairs are left to the tests), or keep the lab's earlier choice (None; a new
-        lab follows ``supervisors.START_BY_DEFAULT``)."""
+        lab follows ``supervisors.START_BY_DEFAULT``). ``pairs``: build the pairs as
+        dbha wants them ("dbha") or as an operator following each engine's own
+        documentation would ("operator", see ``dbha.lab.operator``), or keep the
+        lab's choice (None; a new lab: "dbha"). Changing it rebuilds both pairs."""
         mode: sup.Command | None
         if supervisors is None:
             meta = self.meta()
@@ -126,10 +131,22 @@ class Lab:
             profile = str(self.meta().get("profile", "default"))
         if profile not in topo.PROFILES:
             raise LabError(f"no profile {profile!r} (one of {', '.join(topo.PROFILES)})")
+        built = self.layout.pairs()
+        if pairs is None:
+            pairs = built
+        try:
+            op.check_pairs(pairs)
+        except ValueError as exc:
+            raise LabError(str(exc)) from exc
+        if pairs != built and self.meta_path.exists():
+            # The pairs were built the other way: nothing of them is worth keeping.
+            for service in topo.SERVICES:
+                self._discard_pair(service)
         self._save_meta(
             prefix=self.prefix,
             sync=sync,
             profile=profile,
+            pairs=pairs,
             created=self.meta().get("created", time.time()),
         )
         net.build(self.prefix)
@@ -267,9 +284,24 @@ class Lab:
     def rebuild_service(self, service: str) -> None:
         """Throw one pair away and build it again as at ``up`` (primary on its first host).
 
-        For tests that change roles (promote, rejoin) and want the original pair back."""
+        For tests that change roles (promote, rejoin) and want the original pair back.
+        The pair is built as the lab builds its pairs (``pairs`` in its meta)."""
         sync = bool(self.meta().get("sync", False))
         mode = self.supervisor_mode()
+        self._discard_pair(service)
+        self._up_service(service, sync)
+        if mode is not None:
+            for host in topo.DB_HOSTS:
+                self.supervisors.start(service, host, mode)
+            if mode == "run":
+                self._wait_vip(service)
+            else:
+                for host in topo.DB_HOSTS:
+                    self.supervisors.wait_held(service, host)
+
+    def _discard_pair(self, service: str) -> None:
+        """Stop ``service``'s supervisors and servers and unmark its nodes, so that
+        the next ``_up_service`` builds the pair from nothing."""
         self._halt_supervisors(service)
         for host in topo.DB_HOSTS:
             node = self.node(service, host)
@@ -280,15 +312,6 @@ class Lab:
                     node.stop("immediate")
                 else:
                     node.stop()
-        self._up_service(service, sync)
-        if mode is not None:
-            for host in topo.DB_HOSTS:
-                self.supervisors.start(service, host, mode)
-            if mode == "run":
-                self._wait_vip(service)
-            else:
-                for host in topo.DB_HOSTS:
-                    self.supervisors.wait_held(service, host)
 
     def _halt_supervisors(self, service: str) -> None:
         """Stop ``service``'s supervisors, forget their state, take its VIP away."""
@@ -553,6 +576,7 @@ class Lab:
             "problems": problems,
             "sync": bool(meta.get("sync", False)),
             "profile": str(meta.get("profile", "default")),
+            "pairs": self.layout.pairs(),
             "supervisors": mode,
             "gateway": topo.GATEWAY,
             "hosts": hosts,

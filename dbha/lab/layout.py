@@ -8,12 +8,15 @@ socket and log under ``HOST/dbha/SERVICE/``, passwords and heartbeat keys in
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+
+from dbha.lab.operator import DEFAULT_PAIRS, PAIRS
 
 DEFAULT_ROOT = Path("/var/lib/dbha-lab")
 
@@ -28,6 +31,19 @@ class Layout:
 
     def node(self, host: str, service: str) -> Path:
         return self.root / host / service
+
+    @property
+    def meta_path(self) -> Path:
+        """The lab's choices (``lab.json``: sync, profile, pairs, supervisors, faults)."""
+        return self.root / "lab.json"
+
+    def pairs(self) -> str:
+        """How the lab builds its pairs: "dbha" (the default) or "operator"."""
+        try:
+            value = json.loads(self.meta_path.read_text()).get("pairs", DEFAULT_PAIRS)
+        except (OSError, ValueError, AttributeError):
+            return DEFAULT_PAIRS
+        return value if value in PAIRS else DEFAULT_PAIRS
 
     @property
     def secrets_dir(self) -> Path:

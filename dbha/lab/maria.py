@@ -4,6 +4,11 @@ Each node runs ``mariadbd --defaults-file=...`` directly (no systemd, no
 mysqld_safe) as ``mysql`` inside its host namespace, with its own data dir,
 socket and pid file. Set-up SQL goes to the client on standard input, so no
 password ever appears on a command line.
+
+A pair is built the way dbha wants it (the default: semi-synchronous replica
+sides, a one-second connect retry and heartbeat, ALL PRIVILEGES for dbha) or,
+in a lab made with ``--pairs operator``, as an operator following MariaDB's own
+documentation would (``dbha.lab.operator``; dbha's account gets docs/grants.md).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import pymysql.cursors
 
 from dbha import proc
 from dbha.errors import CommandFailed, CommandTimeout, LabError
-from dbha.lab import procs
+from dbha.lab import grants, procs
+from dbha.lab import operator as op
 from dbha.lab import topology as topo
 from dbha.lab.layout import Layout, make_dir, remove_tree, write_owned
 from dbha.lab.net import nsexec
@@ -32,8 +38,10 @@ SEMISYNC_TIMEOUT_MS = 3_600_000  # an hour: see LAB-NOTES on the silent async fa
 
 
 class MariaNode:
-    def __init__(self, prefix: str, layout: Layout, host: str) -> None:
+    def __init__(self, prefix: str, layout: Layout, host: str, pairs: str | None = None) -> None:
         self.prefix, self.layout, self.host = prefix, layout, host
+        # How the pair is built: the lab's choice (its lab.json) unless told.
+        self.pairs = op.check_pairs(pairs) if pairs is not None else layout.pairs()
         self.dir = layout.node(host, "mariadb")
         self.data = self.dir / "data"
         self.run = self.dir / "run"
@@ -44,6 +52,17 @@ class MariaNode:
         self.ready_mark = self.dir / "initialized"
 
     def _cnf(self, primary: bool, sync: bool) -> str:
+        if self.pairs == "operator":
+            return op.maria_cnf(
+                datadir=str(self.data),
+                socket=str(self.socket),
+                pidfile=str(self.pidfile),
+                log_error=str(self.log),
+                tmpdir=str(self.run),
+                port=SERVICE.port,
+                server_id=SERVER_IDS[self.host],
+                primary=primary,
+            )
         on = "ON" if sync else "OFF"
         master = "ON" if sync and primary else "OFF"  # see apply_sync
         return f"""\
@@ -272,17 +291,26 @@ max_connections = 60
         # the set-up below would wait for an acknowledgement nobody can send.
         self._install(primary=True, sync=False)
         s = self.layout.secret
-        # Accounts and data are made with the binlog on (after RESET MASTER) so
-        # that the replica receives them by replication. The application user
-        # gets no global privilege: read_only must stop it (no fence otherwise).
-        self._client(f"""
-RESET MASTER;
+        if self.pairs == "operator":
+            accounts = "".join(
+                f"{statement};\n"
+                for statement in grants.render(grants.MARIA_GRANTS, s("mariadb-dbha"))
+                + grants.render(grants.MARIA_REPLICATION, s("mariadb-repl"))
+            )
+        else:
+            accounts = f"""\
 CREATE USER 'dbha'@'%' IDENTIFIED BY '{s("mariadb-dbha")}';
 GRANT ALL PRIVILEGES ON *.* TO 'dbha'@'%' WITH GRANT OPTION;
 CREATE USER 'repl'@'%' IDENTIFIED BY '{s("mariadb-repl")}';
 GRANT REPLICATION SLAVE, REPLICATION SLAVE ADMIN, BINLOG MONITOR, SLAVE MONITOR
   ON *.* TO 'repl'@'%';
-CREATE DATABASE app;
+"""
+        # Accounts and data are made with the binlog on (after RESET MASTER) so
+        # that the replica receives them by replication. The application user
+        # gets no global privilege: read_only must stop it (no fence otherwise).
+        self._client(f"""
+RESET MASTER;
+{accounts}CREATE DATABASE app;
 CREATE USER 'app'@'%' IDENTIFIED BY '{s("mariadb-app")}';
 GRANT ALL PRIVILEGES ON app.* TO 'app'@'%';
 CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
@@ -302,6 +330,10 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
         self.ready_mark.write_text("replica\n")
 
     def change_master_sql(self, upstream: str) -> str:
+        if self.pairs == "operator":
+            return op.maria_change_master(
+                topo.HOSTS[upstream].lan, SERVICE.port, "repl", self.layout.secret("mariadb-repl")
+            )
         return (
             f"CHANGE MASTER TO MASTER_HOST='{topo.HOSTS[upstream].lan}', "
             f"MASTER_PORT={SERVICE.port}, MASTER_USER='repl', "
@@ -313,7 +345,11 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
         """Semi-synchronous replication on (``sync``) or off, in the config file and
         in the running server. Only a primary waits for acknowledgements: a replica
         with the primary side on would, with log_slave_updates, make its applier wait
-        for acknowledgements of what it applies, which nobody sends (it stalls)."""
+        for acknowledgements of what it applies, which nobody sends (it stalls).
+        An operator's pair has no semi-synchronous replication of its own: only
+        dbha's supervisors (their replication.mode) switch it on."""
+        if self.pairs == "operator":
+            return
         running = self.pid() is not None
         if running:
             replica = bool(self._client("SHOW SLAVE STATUS").stdout.strip())

@@ -3,11 +3,17 @@
 Servers run as ``postgres`` inside the host namespaces. Config files inside
 the data directory are identical on both nodes (pg_basebackup and pg_rewind
 copy them); per-node settings go on the postmaster command line.
+
+A pair is built the way dbha wants it (the default: slots and application
+names after the node names, wal_log_hints, a superuser for dbha) or, in a lab
+made with ``--pairs operator``, as an operator following PostgreSQL's own
+documentation would (``dbha.lab.operator``; dbha's role gets docs/grants.md).
 """
 
 from __future__ import annotations
 
 import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +22,8 @@ from psycopg.rows import dict_row
 
 from dbha import proc
 from dbha.errors import CommandFailed, CommandTimeout, LabError
-from dbha.lab import procs
+from dbha.lab import grants, procs
+from dbha.lab import operator as op
 from dbha.lab import topology as topo
 from dbha.lab.layout import Layout, make_dir, remove_tree, write_owned
 from dbha.lab.net import nsexec
@@ -26,6 +33,7 @@ PGBIN = Path("/usr/lib/postgresql/15/bin")
 OWNER = "postgres"
 SERVICE = topo.SERVICES["pg"]
 START_TIMEOUT = 30
+WRITE_TIMEOUT = 5.0  # bound on one application write of the lab (write proof, tests)
 
 HBA = """\
 # dbha lab: every connection needs a password (scram), local or from the lab network.
@@ -62,8 +70,10 @@ log_min_error_statement = panic
 
 
 class PgNode:
-    def __init__(self, prefix: str, layout: Layout, host: str) -> None:
+    def __init__(self, prefix: str, layout: Layout, host: str, pairs: str | None = None) -> None:
         self.prefix, self.layout, self.host = prefix, layout, host
+        # How the pair is built: the lab's choice (its lab.json) unless told.
+        self.pairs = op.check_pairs(pairs) if pairs is not None else layout.pairs()
         self.dir = layout.node(host, "pg")
         self.data = self.dir / "data"
         self.run = self.dir / "run"
@@ -115,10 +125,11 @@ class PgNode:
     def start_argv(self) -> list[str]:
         """The pg_ctl line that starts this node (per-node settings on the command
         line), without the namespace and user prefix; shared with the driver."""
-        opts = (
-            f"-c listen_addresses=0.0.0.0 -c port={SERVICE.port} "
-            f"-c unix_socket_directories={self.run} -c cluster_name={self.host}"
-        )
+        opts = f"-c port={SERVICE.port} -c unix_socket_directories={self.run}"
+        if self.pairs == "dbha":
+            opts = f"-c listen_addresses=0.0.0.0 {opts} -c cluster_name={self.host}"
+        # operator: listen_addresses and cluster_name ('15/main', the same on both
+        # nodes) are in the included settings file, as Debian's cluster has them.
         return [
             str(PGBIN / "pg_ctl"),
             "start",
@@ -208,6 +219,7 @@ class PgNode:
         """initdb, start, create the roles, the app database and the proof table."""
         self._prepare_dirs()
         remove_tree(self.data)
+        operator = self.pairs == "operator"
         pwfile = self.dir / "initdb.pw"
         write_owned(pwfile, self.layout.secret("pg-postgres") + "\n", OWNER)
         try:
@@ -226,6 +238,8 @@ class PgNode:
                         "UTF8",
                         "--locale=C.UTF-8",
                         "--no-sync",
+                        # The operator's pg_rewind works on checksums, not wal_log_hints.
+                        *(["--data-checksums"] if operator else []),
                     ]
                 ),
                 timeout=60,
@@ -236,17 +250,24 @@ class PgNode:
         write_owned(self.data / "pg_hba.conf", HBA, OWNER)
         # Asynchronous while it has no replica: in synchronous mode every commit of
         # the set-up below would wait for a standby that does not exist yet.
-        write_owned(self.data / "dbha-lab.conf", lab_conf(False), OWNER)
+        conf = op.PG_CONF if operator else "dbha-lab.conf"
+        write_owned(self.data / conf, op.pg_conf() if operator else lab_conf(False), OWNER)
         with open(self.data / "postgresql.conf", "a") as f:
-            f.write("\ninclude = 'dbha-lab.conf'\n")
+            f.write(f"\ninclude = '{conf}'\n")
         self.start()
         secret = self.layout.secret
         with self.connect("postgres") as conn:
             conn.execute("SET log_min_error_statement = panic")  # never log a password
-            conn.execute(f"CREATE ROLE dbha LOGIN SUPERUSER PASSWORD '{secret('pg-dbha')}'")
-            conn.execute(
-                f"CREATE ROLE replicator LOGIN REPLICATION PASSWORD '{secret('pg-replicator')}'"
-            )
+            if operator:
+                for statement in grants.render(grants.PG_GRANTS, secret("pg-dbha")):
+                    conn.execute(statement)
+                for statement in grants.render(grants.PG_REPLICATION, secret("pg-replicator")):
+                    conn.execute(statement)
+            else:
+                conn.execute(f"CREATE ROLE dbha LOGIN SUPERUSER PASSWORD '{secret('pg-dbha')}'")
+                conn.execute(
+                    f"CREATE ROLE replicator LOGIN REPLICATION PASSWORD '{secret('pg-replicator')}'"
+                )
             conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{secret('pg-app')}'")
             conn.execute("CREATE DATABASE app OWNER app")
         with self.connect("app", "app") as conn:
@@ -259,6 +280,9 @@ class PgNode:
 
     def create_replica(self, primary: PgNode) -> None:
         """A streaming replica of ``primary`` through its own physical slot."""
+        if self.pairs == "operator":
+            self._create_operator_replica(primary)
+            return
         self._prepare_dirs()
         remove_tree(self.data)
         with primary.connect() as conn:
@@ -299,6 +323,55 @@ class PgNode:
         self.start()
         self.ready_mark.write_text("replica\n")
 
+    def _create_operator_replica(self, primary: PgNode) -> None:
+        """``pg_basebackup -R -X stream -C -S standby1`` as the PostgreSQL docs show it:
+        the slot is made by pg_basebackup itself, and -R writes primary_conninfo
+        (no application_name: the standby reports cluster_name) and standby.signal.
+        The password comes from the passfile (PGPASSFILE), which -R names; if -R
+        wrote the password itself too, it is taken out again."""
+        self._prepare_dirs()
+        remove_tree(self.data)
+        src = topo.HOSTS[primary.host].lan
+        try:
+            proc.run(
+                self._as_postgres(
+                    [
+                        str(PGBIN / "pg_basebackup"),
+                        "-h",
+                        src,
+                        "-p",
+                        str(SERVICE.port),
+                        "-U",
+                        "replicator",
+                        "-D",
+                        str(self.data),
+                        "-R",
+                        "-X",
+                        "stream",
+                        "-C",
+                        "-S",
+                        op.PG_SLOT,
+                        "--checkpoint=fast",
+                        "--no-sync",
+                        "-w",
+                    ]
+                ),
+                timeout=120,
+                env=self._env(),
+            )
+        except (CommandFailed, CommandTimeout) as exc:
+            raise LabError(f"pg_basebackup {primary.host} -> {self.host} failed: {exc}") from exc
+        auto = self.data / "postgresql.auto.conf"
+        text, had_password = op.auto_conf_without_password(auto.read_text())
+        if had_password:
+            write_owned(auto, text, OWNER)
+        self.start()
+        self.ready_mark.write_text("replica\n")
+
+    def standby_name(self, host: str) -> str:
+        """The application_name the standby on ``host`` reports, as the lab built it."""
+        return op.PG_CLUSTER_NAME if self.pairs == "operator" else host
+
     def write_standby_settings(self, upstream: str) -> None:
         """Follow ``upstream``: primary_conninfo with a passfile (no password inline)."""
         auto = self.data / "postgresql.auto.conf"
@@ -316,7 +389,11 @@ class PgNode:
         write_owned(self.data / "standby.signal", "", OWNER)
 
     def apply_sync(self, sync: bool) -> None:
-        """Rewrite the shared settings file if the mode changed, and reload."""
+        """Rewrite the shared settings file if the mode changed, and reload. An
+        operator's pair has no synchronous_standby_names of its own: only dbha's
+        supervisors (their replication.mode) make it synchronous."""
+        if self.pairs == "operator":
+            return
         conf = self.data / "dbha-lab.conf"
         want = lab_conf(sync)
         if conf.exists() and conf.read_text() == want:
@@ -378,9 +455,33 @@ class PgNode:
             st.update(role="unknown", error=str(exc).strip().splitlines()[-1])
         return st
 
-    def write_token(self, token: str) -> None:
+    def write_token(self, token: str, timeout: float = WRITE_TIMEOUT) -> None:
+        """Insert one row as the application; LabError unless it is acknowledged
+        within ``timeout``. A commit waiting for a synchronous standby is not
+        bounded by statement_timeout: the lab cancels it at the bound, and the
+        server's warning that it stopped waiting (committed locally, never
+        acknowledged) makes this a failure too."""
         with self.connect("app", "app") as c:
-            c.execute("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (token,))
+            warnings: list[str] = []
+            c.add_notice_handler(lambda d: warnings.append(str(d.message_primary)))
+            cancel = getattr(c, "cancel_safe", c.cancel)  # psycopg >= 3.2 has cancel_safe
+            timer = threading.Timer(timeout, cancel)
+            timer.daemon = True
+            timer.start()
+            try:
+                c.execute("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (token,))
+            except psycopg.errors.QueryCanceled as exc:
+                raise LabError(
+                    f"PostgreSQL on {self.host}: the write was not done within {timeout:g} s"
+                ) from exc
+            finally:
+                timer.cancel()
+        waited = [w for w in warnings if "synchronous replication" in w]
+        if waited:
+            raise LabError(
+                f"PostgreSQL on {self.host}: the commit waited {timeout:g} s for a "
+                f"synchronous standby and was cancelled ({waited[0]}): not acknowledged"
+            )
 
     def has_token(self, token: str) -> bool:
         with self.connect("app", "app", timeout=3) as c:
@@ -391,11 +492,13 @@ class PgNode:
 
 
 def wait_streaming(primary: PgNode, replica: str, timeout: float = 20.0) -> None:
+    """Wait until the standby on host ``replica`` streams from ``primary`` (known by
+    the application_name the lab gave it)."""
+    name = primary.standby_name(replica)
+
     def ok() -> bool:
         st = primary.status()
-        return any(
-            r["name"] == replica and r["state"] == "streaming" for r in st.get("replicas", [])
-        )
+        return any(r["name"] == name and r["state"] == "streaming" for r in st.get("replicas", []))
 
     wait_until(
         ok, timeout, f"PostgreSQL replica {replica} to stream from {primary.host}", interval=0.1

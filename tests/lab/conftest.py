@@ -29,14 +29,41 @@ def root_links_before() -> set[str]:
     return _root_links()
 
 
+# The operator-built lab's prefix: the session's plus this (at most 10 characters).
+OPERATOR_SUFFIX = "op"
+
+
+def session_prefix() -> str:
+    """The session lab's prefix; labs beside it add a suffix to it."""
+    return f"t{os.getpid() % 100000}"
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root (run them as root, or deselect with -m 'not lab')")
+
+
 @pytest.fixture(scope="session")
 def lab(root_links_before: set[str]) -> Iterator[Lab]:
     """A whole lab with its own prefix, for the session; torn down at the end."""
-    if os.geteuid() != 0:
-        pytest.fail("lab tests need root (run them as root, or deselect with -m 'not lab')")
-    the_lab = Lab(f"t{os.getpid() % 100000}")
+    _need_root()
+    the_lab = Lab(session_prefix())
     try:
         the_lab.up(supervisors=False)  # the driver tests act on the pairs themselves
+        yield the_lab
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def operator_lab(root_links_before: set[str]) -> Iterator[Lab]:
+    """A lab beside the session's (its prefix plus OPERATOR_SUFFIX) whose pairs are
+    built as an operator would build them (``--pairs operator``), without
+    supervisors, for the session; torn down at the end."""
+    _need_root()
+    the_lab = Lab(session_prefix() + OPERATOR_SUFFIX)
+    try:
+        the_lab.up(supervisors=False, pairs="operator")
         yield the_lab
     finally:
         the_lab.down()

@@ -1,9 +1,12 @@
 """One contract, every driver: the fake, PostgreSQL and MariaDB behave alike.
 
-Each case runs against the fake driver (a fresh simulated pair), and against the
-real PostgreSQL and MariaDB pairs of the session lab. The fake is only worth
-something if it passes exactly the cases the real drivers pass, so a case that
-needs an engine-specific branch does not belong here.
+Each case runs against the fake driver (a fresh simulated pair), against the
+real PostgreSQL and MariaDB pairs of the session lab, and against the same
+engines' pairs as an operator builds them (``*-operator``: the operator lab,
+``dbha lab up --pairs operator``, where dbha's accounts have only the grants of
+docs/grants.md). The fake is only worth something if it passes exactly the cases
+the real drivers pass, so a case that needs an engine-specific branch does not
+belong here.
 
 The pair starts as built (a primary, a streaming replica); a case that changes
 roles marks the pair dirty and the fixture rebuilds the real pair afterwards.
@@ -28,7 +31,21 @@ from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from tests.lab.drivers import pg_driver, pg_upstream
 
-ENGINES = ["fake", "postgresql", "mariadb"]
+ENGINES = ["fake", "postgresql", "mariadb", "postgresql-operator", "mariadb-operator"]
+OPERATOR = "-operator"
+# Cases that fail on an operator-built pair because of what dbha does with a pair
+# it adopts (not because of a missing grant): (case, engine) -> the defect. Strict,
+# so that each turns red once the driver is fixed and the mark can go.
+ADOPTION_DEFECTS: dict[tuple[str, str], str] = {
+    ("test_follow_makes_the_old_primary_a_replica", "postgresql-operator"): (
+        "defect: PostgreSQL follow of a former primary runs pg_rewind --dry-run, which "
+        "reads the old primary's WAL back to the last checkpoint before the fork; the "
+        "adopted pair keeps no WAL beyond its last checkpoint (no wal_keep_size, no "
+        "archive: dbha's docs ask for neither), so the shutdown checkpoint removed it "
+        "and follow raises DbCommandFailed ('could not find previous WAL record') "
+        "instead of following, or refusing with DbRefused when it cannot tell"
+    ),
+}
 VERB_TIMEOUT = 30.0
 HUNG_TIMEOUT = 3.0
 SLACK = 10.0  # a does-not-hang check on a shared, noisy machine, not a timing claim
@@ -153,8 +170,9 @@ class LabPair:
         node.query("START SLAVE IO_THREAD")  # type: ignore[union-attr]
 
 
-def _lab_pair(request: pytest.FixtureRequest, engine: str) -> LabPair:
-    lab: Lab = request.getfixturevalue("lab")
+def _lab_pair(request: pytest.FixtureRequest, param: str) -> LabPair:
+    engine = param.removesuffix(OPERATOR)
+    lab: Lab = request.getfixturevalue("operator_lab" if param.endswith(OPERATOR) else "lab")
     if engine == "postgresql":
         return LabPair(lab, "pg", engine, pg_driver, pg_upstream)
     try:
@@ -169,6 +187,9 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     if request.param == "fake":
         yield FakePair()
         return
+    defect = ADOPTION_DEFECTS.get((request.node.originalname, request.param))
+    if defect is not None:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=defect))
     p = _lab_pair(request, request.param)
     st = p.lab.status()
     assert st["healthy"], st["problems"]
