@@ -185,6 +185,41 @@ def maintenance_cmd(mode: str, path: str) -> None:
     _answer(_ask(_load(path), {"cmd": f"maintenance_{mode}"}))
 
 
+@main.command("preflight")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
+@click.option("--local", is_flag=True, help="Only this node's server and host, not the peer's.")
+def preflight_cmd(path: str, as_json: bool, local: bool) -> None:
+    """Check every prerequisite dbha relies on, on the live servers and this host, each
+    with its fix (exit 0: nothing wrong, 1: warnings, 2: failures). Items marked
+    FIX are made right by dbha itself once it runs."""
+    import json
+
+    from dbha import preflight
+
+    cfg = _load(path)
+    items = preflight.run(cfg, peer=not local)
+    code = preflight.exit_code(items)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "code": code,
+                    "items": [
+                        {"level": i.level, "where": i.where, "what": i.what, "fix": i.fix}
+                        for i in items
+                    ],
+                }
+            )
+        )
+    else:
+        for i in items:
+            click.echo(i.line())
+        counts = {lv: sum(1 for i in items if i.level == lv) for lv in preflight.LEVELS}
+        click.echo(", ".join(f"{n} {lv}" for lv, n in counts.items()))
+    sys.exit(code)
+
+
 @main.group("sync")
 def sync_group() -> None:
     """Synchronous commit on this primary."""

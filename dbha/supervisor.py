@@ -295,6 +295,7 @@ class Supervisor:
 
     def start(self) -> None:
         self._started_at = time.monotonic()
+        self._preflight()
         db = self.observer.probe_once()
         # Without a state file, a node whose database is a primary (writable or
         # read-only: a fenced primary, or one configured to start read-only) starts
@@ -338,6 +339,22 @@ class Supervisor:
         self._peer_door.start()
         threading.Thread(target=self._safety_loop, name="dbha-safety", daemon=True).start()
         self._notify("started", f"as {self.state.role.value}")
+
+    def _preflight(self) -> None:
+        """This node's server and host against dbha's prerequisites (dbha.preflight):
+        what dbha will make right and what is weaker than it should be is logged;
+        what would make running unsafe stops the start."""
+        from dbha import preflight
+
+        items = preflight.run(self.cfg, peer=False)
+        for item in items:
+            if item.level in ("fix", "warn", "fail"):
+                log.warning("preflight: %s", item.line().replace("\n    ", ""))
+        unsafe = [i for i in items if i.unsafe and i.level == "fail"]
+        if unsafe:
+            raise DbhaError(
+                "refusing to start: " + "; ".join(f"{i.what} (fix: {i.fix})" for i in unsafe)
+            )
 
     def stop(self) -> None:
         """Stop cleanly, without causing a failover: the database keeps its role and the

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +61,20 @@ def primary_conninfo(s: PgSettings, up: Upstream) -> str:
     )
 
 
-def _same_upstream(current: str, want: str) -> bool:
+_UPSTREAM_KEYS = ("host", "port", "user", "passfile", "application_name")
+
+
+def _same_upstream(current: str, want: str, keys: tuple[str, ...] = _UPSTREAM_KEYS) -> bool:
     try:
         a, b = pgconninfo.conninfo_to_dict(current), pgconninfo.conninfo_to_dict(want)
     except Exception:  # psycopg.ProgrammingError on a malformed setting: not the same
         return False
-    keys = ("host", "port", "user", "passfile", "application_name")
-    return all(str(a.get(k, "")) == str(b.get(k, "")) for k in keys)
+
+    def norm(d: Mapping[str, object], k: str) -> str:
+        v = str(d.get(k) or "")
+        return v or "5432" if k == "port" else v
+
+    return all(norm(a, k) == norm(b, k) for k in keys)
 
 
 # ---------------------------------------------------------------------- follow
@@ -96,8 +104,10 @@ def follow(s: PgSettings, tools: Tools, up: Upstream, deadline: Deadline) -> Non
                 "current_setting('primary_slot_name') AS slot",
             )
             if row["recovery"]:
+                replaced = ""
                 if not (_same_upstream(row["conninfo"], want) and row["slot"] == s.slot):
                     ensure_slot(s, tools, up, deadline)
+                    replaced = str(row["slot"] or "")
                     conn.execute(
                         sql.SQL("ALTER SYSTEM SET primary_conninfo = {}").format(sql.Literal(want))
                     )
@@ -108,13 +118,25 @@ def follow(s: PgSettings, tools: Tools, up: Upstream, deadline: Deadline) -> Non
                     )
                     conn.execute("SELECT pg_reload_conf()")
                 wait_streaming(s, up, deadline)
+                if replaced and _same_upstream(row["conninfo"], want, keys=("host", "port")):
+                    # the old slot lived on this same upstream: it is free now
+                    drop_replaced_slot(s, tools, up, replaced, deadline)
                 return
         tools.stop("fast", deadline)
     if not (s.data_dir / "standby.signal").exists():
         # A former primary: it can follow if nothing it wrote past the fork is a
         # transaction (a clean shutdown writes a checkpoint record there: that one
         # is rewound, with the WAL kept aside).
-        dry = rewind(s, tools, up, deadline, dry_run=True)
+        try:
+            dry = rewind(s, tools, up, deadline, dry_run=True)
+        except DbCommandFailed as exc:
+            # e.g. its WAL back to the checkpoint before the fork is gone: it cannot
+            # be told whether it wrote past the fork. Nothing was changed.
+            raise DbRefused(
+                f"follow: cannot tell whether this server wrote past its fork from "
+                f"{up.name} ({exc}); it is left stopped: rejoin it (rewinds or re-copies, "
+                "keeping its data aside)"
+            ) from exc
         if not dry.no_rewind:
             commits = diverged_commits(s, tools, dry, deadline)
             if commits != 0:
@@ -192,6 +214,33 @@ def ensure_slot(s: PgSettings, tools: Tools, up: Upstream, deadline: Deadline) -
         ],
         deadline,
     )
+
+
+def drop_replaced_slot(
+    s: PgSettings, tools: Tools, up: Upstream, old: str, deadline: Deadline
+) -> None:
+    """Drop ``old``, the slot this standby used before it was re-pointed to its own
+    slot, on ``up``: left there, inactive, it would hold WAL on the upstream for
+    ever. Best effort (a slot still in use, or already gone, is left alone; the
+    upstream refuses to drop an active slot), logged."""
+    if not old or old == s.slot:
+        return
+    conn = pgconninfo.make_conninfo(
+        "",
+        host=up.host,
+        port=up.port,
+        user=s.replication_user,
+        passfile=str(s.replication_passfile),
+        connect_timeout=s.replication_connect_timeout,
+    )
+    try:
+        tools.run(
+            [tools.bin("pg_receivewal"), "--drop-slot", "-S", old, "-d", conn, "-w"], deadline
+        )
+    except DbError as exc:
+        log.warning("follow: the replaced slot %r on %s was not dropped: %s", old, up.name, exc)
+        return
+    log.info("follow: dropped the slot %r this standby used on %s before", old, up.name)
 
 
 def write_standby_config(s: PgSettings, up: Upstream) -> None:

@@ -133,9 +133,14 @@ SELECT pg_is_in_recovery() AS recovery,
 
 _SYNC_WAITING_SQL = "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
 
+# Client sessions to end, with whether each belongs to a superuser: an account
+# without SUPERUSER (pg_signal_backend) cannot end those, and asking for one makes
+# the whole statement fail.
 _CLIENTS_SQL = """
-SELECT pid FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+SELECT a.pid, coalesce(r.rolsuper, false) AS su,
+       (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS me_su
+FROM pg_stat_activity a LEFT JOIN pg_roles r ON r.oid = a.usesysid
+WHERE a.backend_type = 'client backend' AND a.pid <> pg_backend_pid()
 """
 
 _OVERRIDES_SQL = """
@@ -361,7 +366,17 @@ class PostgresDriver:
     def _terminate_clients(conn: Conn, deadline: Deadline) -> None:
         # Signal every client backend at once, then wait (briefly polling) until they
         # are gone: pg_terminate_backend's own wait polls at 100 ms.
-        pids = [r["pid"] for r in conn.execute(_CLIENTS_SQL)]
+        rows = conn.execute(_CLIENTS_SQL).fetchall()
+        pids = [r["pid"] for r in rows if r["me_su"] or not r["su"]]
+        kept = len(rows) - len(pids)
+        if kept:
+            # Read-only applies to their next transactions too, but a superuser can
+            # set it off again: applications must not connect as superusers.
+            log.warning(
+                "fence: %d superuser session(s) left open (dbha's account is not a "
+                "superuser and cannot end them)",
+                kept,
+            )
         if not pids:
             return
         conn.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))

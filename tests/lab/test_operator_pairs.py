@@ -385,46 +385,49 @@ def test_mariadb_reclones_with_force_and_fences_hard(oplab: Lab, rebuilt: list[s
     until(lambda: na.pid() is None, "a's server to exit")
 
 
-# ------------------------------------------------ what dbha gets wrong adopting
+# ------------------------------------------------------- adopting the pair
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: PostgreSQL set_synchronous sets synchronous_standby_names to "
-    '\'FIRST 1 ("a", "b")\' (the dbha node names), but the adopted standby '
-    "connects as its cluster_name '15/main': no standby is ever synchronous and "
-    "every commit waits for ever",
-)
 def test_postgresql_set_synchronous_on_the_pair_as_adopted(oplab: Lab, rebuilt: list[str]) -> None:
-    """Synchronous commit switched on for the pair as the operator built it (no
-    follow first): the standby is reported synchronous and a commit returns."""
+    """Synchronous commit switched on for the pair as the operator built it: the
+    standby connects as its cluster_name '15/main', which the primary does not wait
+    for, so the probe reports its commits blocked (the supervisor's check says
+    CRITICAL). prepare_replica (what the replica's supervisor does, rule
+    replica-prepare) makes it the synchronous standby without a restart, keeping
+    the operator's slot; a commit then returns."""
     rebuilt.append("pg")
-    drv = pg_driver(oplab, "a")
+    drv, rep = pg_driver(oplab, "a"), pg_driver(oplab, "b")
+    assert rep.probe(5).sync_ready is False
     try:
         drv.set_synchronous(True, T)
+        until(lambda: drv.probe(5).commits_blocked, "the primary's commits reported blocked")
+        rep.prepare_replica(T)
+        assert rep.probe(5).sync_ready is True
         until(
             lambda: [r.sync for r in drv.probe(5).replicas] == [True],
             "the standby reported synchronous",
             timeout=10,
         )
         pg(oplab, "a").write_token("sync")  # fails unless acknowledged within 5 s
+        slots = pg_rows(pg(oplab, "a"), "SELECT slot_name, active FROM pg_replication_slots")
+        assert [(x["slot_name"], x["active"]) for x in slots] == [("standby1", True)], slots
     finally:
         drv.set_synchronous(False, T)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: MariaDB set_synchronous switches the primary's semi-sync side on "
-    "(waiting with no timeout) while the adopted replica's side is off and nothing "
-    "switches it on: no replica acknowledges and every commit waits for ever",
-)
 def test_mariadb_set_synchronous_on_the_pair_as_adopted(oplab: Lab, rebuilt: list[str]) -> None:
-    """Semi-sync switched on for the pair as the operator built it (no follow first):
-    the replica is reported synchronous and a commit returns."""
+    """Semi-sync switched on for the pair as the operator built it: the replica's
+    side is off, nothing acknowledges, the probe reports commits blocked.
+    prepare_replica turns the replica side on and reconnects its receiver; the
+    replica is then reported synchronous and a commit returns."""
     rebuilt.append("mariadb")
-    drv = mariadb_driver(oplab, "b")
+    drv, rep = mariadb_driver(oplab, "b"), mariadb_driver(oplab, "a")
+    assert rep.probe(5).sync_ready is False
     try:
         drv.set_synchronous(True, T)
+        until(lambda: drv.probe(5).commits_blocked, "the primary's commits reported blocked")
+        rep.prepare_replica(T)
+        assert rep.probe(5).sync_ready is True
         until(
             lambda: [r.sync for r in drv.probe(5).replicas] == [True],
             "the replica reported synchronous",
@@ -435,31 +438,23 @@ def test_mariadb_set_synchronous_on_the_pair_as_adopted(oplab: Lab, rebuilt: lis
         drv.set_synchronous(False, T)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: PostgreSQL follow re-points the adopted standby to a slot named "
-    "after the node ('b', created on the primary) and leaves the operator's slot "
-    "'standby1' behind, inactive, holding WAL on the primary for ever",
-)
 def test_postgresql_follow_of_the_adopted_standby_leaves_no_slot_behind(
     oplab: Lab, rebuilt: list[str]
 ) -> None:
+    """follow re-points the adopted standby to a slot named after the node, and drops
+    the operator's slot it used before (left there, inactive, it would hold WAL on
+    the primary for ever)."""
     rebuilt.append("pg")
     pg_driver(oplab, "b").follow(pg_upstream("a"), T)
     slots = pg_rows(pg(oplab, "a"), "SELECT slot_name, active FROM pg_replication_slots")
     assert [s for s in slots if not s["active"]] == [], slots
+    assert [s["slot_name"] for s in slots] == ["b"], slots
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: PostgreSQL fence ends every client session with "
-    "pg_terminate_backend, superusers' too; without SUPERUSER (pg_signal_backend "
-    "only) one superuser session makes the whole statement fail, so the fence "
-    "reports failure",
-)
 def test_postgresql_fence_with_a_superuser_session_open(oplab: Lab, rebuilt: list[str]) -> None:
-    """An operator's psql (as postgres) is open on the primary: the fence still
-    succeeds and the application cannot write."""
+    """An operator's psql (as postgres) is open on the primary: dbha's account (no
+    SUPERUSER) cannot end it, so the fence ends every other session, leaves that one
+    (logged), and succeeds; the application cannot write."""
     rebuilt.append("pg")
     drv = pg_driver(oplab, "a")
     with pg(oplab, "a").connect("postgres") as admin:
@@ -470,3 +465,35 @@ def test_postgresql_fence_with_a_superuser_session_open(oplab: Lab, rebuilt: lis
             pytest.fail(f"fence failed: {exc}")
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             pg(oplab, "a").write_token("fenced")
+        admin.execute("SELECT 1")  # still open
+
+
+def test_postgresql_follow_of_an_old_primary_refuses_when_it_cannot_tell(
+    oplab: Lab, rebuilt: list[str]
+) -> None:
+    """A planned switch on the operator's pair (no WAL kept past the last
+    checkpoint): follow of the old primary either follows (its WAL was still there)
+    or cannot tell whether it wrote past the fork and refuses, leaving it stopped
+    with nothing changed; rejoin then makes it a replica with every row."""
+    rebuilt.append("pg")
+    a, b = pg_driver(oplab, "a"), pg_driver(oplab, "b")
+    na, nb = pg(oplab, "a"), pg(oplab, "b")
+    acked = [secrets.token_hex(6) for _ in range(3)]
+    for t in acked:
+        na.write_token(t)
+    until(lambda: all(nb.has_token(t) for t in acked), "rows on b")
+    a.fence(T)
+    b.wait_replayed(T)
+    b.promote(T)
+    acked.append(secrets.token_hex(6))
+    nb.write_token(acked[-1])
+    try:
+        a.follow(pg_upstream("b"), T)
+    except DbRefused as exc:
+        assert "cannot tell" in str(exc), exc
+        assert na.pid() is None  # left stopped
+        report = a.rejoin(pg_upstream("b"), T * 2)
+        assert report.method in ("pg_rewind", "pg_basebackup"), report
+    until(lambda: all(na.has_token(t) for t in acked), "acked rows on a")
+    st = a.probe(5)
+    assert st.role is Role.REPLICA and st.streaming, st
