@@ -64,6 +64,7 @@ class DbView:
     # How long synchronous commit has been on with no synchronous standby (None: not
     # told; a cron round looks once).
     blocked_for: float | None = None
+    sync_wait_longest: float | None = None  # the oldest commit waiting for an ack (s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,18 +164,31 @@ def _clip(text: str, limit: int = MAX_TEXT) -> str:
 # lasted this long (seconds), or at once when commits are seen waiting: a replica
 # reconnecting leaves the primary without a standby for a moment.
 BLOCKED_GRACE = 1.0
+# A commit that has waited this long (seconds) for a synchronous standby that is
+# connected means the standby does not answer: commits are blocked too.
+WAIT_GRACE = 2.0
 
 
 def _blocked(v: View, limits: Limits) -> Finding | None:
     """Synchronous commit is on and no standby acknowledges: every commit waits."""
     db = v.db
-    if db is None or db.role != "primary" or not db.sync_replication or db.sync_standbys != 0:
+    if db is None or db.role != "primary" or not db.sync_replication:
         return None
     waiting = db.sync_waiting or 0
-    if waiting == 0 and db.blocked_for is not None and db.blocked_for < BLOCKED_GRACE:
-        return None
-    since = f" for {db.blocked_for:.0f} s" if db.blocked_for is not None else ""
-    count = f", {waiting} commit(s) waiting" if waiting else ""
+    longest = db.sync_wait_longest
+    if db.sync_standbys is not None and db.sync_standbys > 0:
+        if longest is None or longest < WAIT_GRACE:
+            return None  # in flight: a standby answers
+        cause = f"the synchronous standby is connected but has not acknowledged for {longest:.0f} s"
+        count = f", {waiting} commit(s) waiting"
+    else:
+        if db.sync_standbys is None:
+            return None
+        if waiting == 0 and db.blocked_for is not None and db.blocked_for < BLOCKED_GRACE:
+            return None
+        since = f" for {db.blocked_for:.0f} s" if db.blocked_for is not None else ""
+        cause = f"synchronous commit is on and no synchronous standby is connected{since}"
+        count = f", {waiting} commit(s) waiting" if waiting else ""
     relax = f"dbha sync relax -c {limits.config}"
     if limits.sync == "fallback":
         way = (
@@ -188,11 +202,7 @@ def _blocked(v: View, limits: Limits) -> Finding | None:
             f"they wait until {v.peer_name} acknowledges; check that it replicates and "
             f"acknowledges (dbha status on it), or accept asynchronous commits: {relax}"
         )
-    return Finding(
-        Status.CRITICAL,
-        f"commits are blocked: synchronous commit is on and no synchronous standby is "
-        f"connected{since}{count}; {way}",
-    )
+    return Finding(Status.CRITICAL, f"commits are blocked: {cause}{count}; {way}")
 
 
 def _database(v: View, limits: Limits) -> list[Finding]:
@@ -430,6 +440,7 @@ def view_from_status(status: object, limits: Limits) -> View:
             sync_waiting=_int(db_d.get("sync_waiting")),
             sync_standbys=_int(db_d.get("sync_standbys")),
             blocked_for=_num(db_d.get("blocked_for")),
+            sync_wait_longest=_num(db_d.get("sync_wait_longest")),
         )
     paths = tuple(
         (str(name)[:64], _bool(_get(_map(p), "up")) is True)
@@ -489,6 +500,7 @@ def db_view(local: DbStatus) -> DbView:
         sync_replication=local.sync_replication if local.role.value == "primary" else None,
         sync_waiting=waiting if isinstance(waiting, int) else None,
         sync_standbys=local.sync_standbys if local.role.value == "primary" else None,
+        sync_wait_longest=local.sync_wait_longest,
     )
 
 

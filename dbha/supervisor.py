@@ -800,6 +800,7 @@ class Supervisor:
                 "sync_replication": local.sync_replication,
                 "sync_waiting": local.sync_waiting,
                 "sync_standbys": local.sync_standbys if local.role is Role.PRIMARY else None,
+                "sync_wait_longest": local.sync_wait_longest,
                 # how long synchronous commit has been on with no standby to answer
                 "blocked_for": None
                 if self._blocked_since is None or obs is None

@@ -123,6 +123,10 @@ class DbStatus:
     # count that stays above zero with no replica is a strict-mode primary that
     # waits for a replica which is gone. None: not known (not a primary, or no answer).
     sync_waiting: int | None = None
+    # How long the commit that has waited longest for that acknowledgement has
+    # waited (seconds; None: none waits, or not known). A standby that is connected
+    # but does not answer shows here, not in ``sync_standbys``.
+    sync_wait_longest: float | None = None
     error: str | None = None
 
     @classmethod

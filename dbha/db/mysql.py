@@ -51,6 +51,7 @@ from dbha.db.mysqlrows import (
     SemiSync,
     ServerVars,
     clients_to_kill,
+    number,
     parse_replicas,
     parse_semisync,
     text,
@@ -146,10 +147,16 @@ class MysqlDriver:
         writable = not (v.read_only or v.super_read_only)
         if rep is None:
             semi = parse_semisync(s.rows(f.semisync_sql))
+            procs = s.rows(f.processlist_sql)
             dumps = [
                 r
-                for r in s.rows(f.processlist_sql)
+                for r in procs
                 if text(r, "command").lower() in ("binlog dump", "binlog dump gtid")
+            ]
+            waits = [
+                number(r, "time") or 0
+                for r in procs
+                if text(r, "state").lower().startswith("waiting for semi-sync ack")
             ]
             replicas = parse_replicas(s.rows(f.replica_hosts_sql), dumps, semi)
             if semi.fell_back:
@@ -177,6 +184,7 @@ class MysqlDriver:
                 replicas=replicas,
                 sync_replication=semi.holds,
                 sync_waiting=semi.waiting,
+                sync_wait_longest=float(max(waits)) if waits else None,
                 error="; ".join(notes) or None,
             )
         received = self.received(f, v, rep)

@@ -48,8 +48,8 @@ class MariaFlavour:
     replica_status_sql = "SHOW SLAVE STATUS"
     replica_hosts_sql = "SHOW SLAVE HOSTS"
     processlist_sql = (
-        "SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, STATE AS state"
-        " FROM information_schema.PROCESSLIST"
+        "SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, STATE AS state,"
+        " TIME AS time FROM information_schema.PROCESSLIST"
     )
     semisync_sql = (
         "SELECT VARIABLE_NAME AS name, VARIABLE_VALUE AS value"

@@ -77,7 +77,9 @@ SELECT pg_is_in_recovery() AS recovery,
        current_setting('default_transaction_read_only') AS read_only,
        current_setting('synchronous_standby_names') AS sync_names,
        current_setting('synchronous_commit') AS sync_commit,
-       (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep')::int AS sync_waiting
+       (SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep')::int AS sync_waiting,
+       (SELECT extract(epoch FROM max(now() - query_start)) FROM pg_stat_activity
+         WHERE wait_event = 'SyncRep')::float8 AS sync_wait_longest
 """
 
 _PRIMARY_SQL = """
@@ -247,6 +249,7 @@ class PostgresDriver:
                     sync_replication=bool(base["sync_names"])
                     and base["sync_commit"] not in ("off", "local"),
                     sync_waiting=base["sync_waiting"],
+                    sync_wait_longest=base["sync_wait_longest"],
                 )
             row = one(conn, _REPLICA_SQL)
         except (psycopg.Error, DbError) as exc:

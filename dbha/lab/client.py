@@ -73,6 +73,9 @@ from dbha.lab.clientlog import (
     wait_for,
 )
 
+# MariaDB server ids -> node (dbha.lab.maria.SERVER_IDS; a unit test keeps them equal)
+_SERVER_NODES = {1: "a", 2: "b"}
+
 if TYPE_CHECKING:
     from dbha.lab.core import Lab
 
@@ -230,7 +233,10 @@ class _PgSession:
         self.watchdog = _Watchdog(self._fileno)
         try:
             self.watchdog.arm(t.statement_timeout + t.connect_timeout)
-            row = self.conn.execute("SELECT current_setting('cluster_name')").fetchone()
+            row = self.conn.execute(
+                "SELECT coalesce(current_setting('dbha_lab.node', true), "
+                "current_setting('cluster_name'))"
+            ).fetchone()
             self.node = str(row[0]) if row else "?"
             if create_table:
                 self.conn.execute(
@@ -298,9 +304,12 @@ class _MariaSession:
             raise ClientError("connect", exc) from exc
         try:
             with self.conn.cursor() as cur:
-                cur.execute("SELECT @@report_host")
+                # the operator's pair sets no report_host: its server id names the node
+                cur.execute("SELECT @@report_host, @@server_id")
                 row = cur.fetchone()
-                self.node = str(row[0]) if row else "?"
+                self.node = (
+                    (str(row[0]) if row[0] else _SERVER_NODES.get(row[1], "?")) if row else "?"
+                )
                 if create_table:
                     cur.execute(
                         f"CREATE TABLE IF NOT EXISTS {TABLE} (run VARCHAR(32) NOT NULL, "

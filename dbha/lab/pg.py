@@ -125,7 +125,12 @@ class PgNode:
     def start_argv(self) -> list[str]:
         """The pg_ctl line that starts this node (per-node settings on the command
         line), without the namespace and user prefix; shared with the driver."""
-        opts = f"-c port={SERVICE.port} -c unix_socket_directories={self.run}"
+        # dbha_lab.node: a custom setting nothing but the lab's client reads (any user
+        # may), so that it can tell which node served it on either pair.
+        opts = (
+            f"-c port={SERVICE.port} -c unix_socket_directories={self.run} "
+            f"-c dbha_lab.node={self.host}"
+        )
         if self.pairs == "dbha":
             opts = f"-c listen_addresses=0.0.0.0 {opts} -c cluster_name={self.host}"
         # operator: listen_addresses and cluster_name ('15/main', the same on both

@@ -170,6 +170,14 @@ CASES: list[tuple[str, View, Status, str]] = [
         "VIP here",
     ),
     (
+        "a synchronous standby connected but silent: commits are blocked",
+        _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True, sync_standbys=1,
+                               sync_waiting=6, sync_wait_longest=5.4)),
+        Status.CRITICAL,
+        "commits are blocked: the synchronous standby is connected but has not "
+        "acknowledged for 5 s, 6 commit(s) waiting",
+    ),
+    (
         "commits in flight with a synchronous standby to answer them",
         _v(PRIMARY, db=replace(PRIMARY_DB, sync_replication=True, sync_standbys=1,
                                sync_waiting=3)),

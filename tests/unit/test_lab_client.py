@@ -238,3 +238,10 @@ def test_the_loop_ends_at_its_duration() -> None:
 
 def test_an_empty_log_is_an_empty_value() -> None:
     assert parse_log([]) == ClientLog()
+
+
+def test_the_client_names_mariadb_nodes_by_the_labs_server_ids() -> None:
+    from dbha.lab import client
+    from dbha.lab.maria import SERVER_IDS
+
+    assert {v: k for k, v in SERVER_IDS.items()} == client._SERVER_NODES
