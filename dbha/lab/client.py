@@ -374,6 +374,7 @@ def write_loop(
     duration: float,
     stop: threading.Event,
     connector: Callable[[Target, bool], Session] = connect,
+    pause: float = 0.0,
 ) -> Counts:
     """Write until ``duration`` has passed or ``stop`` is set; record every outcome.
     A write is recorded as acknowledged only once its commit returned; a failed
@@ -411,6 +412,8 @@ def write_loop(
             record("ack", seq=counts.seq, token=token, node=session.node)
         else:
             record("ack", seq=counts.seq, token=token, node=session.node, notice=notice)
+        if pause > 0:
+            stop.wait(pause)
     if session is not None:
         session.close()
     record(
@@ -434,11 +437,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--address", help="connect here instead of the service's VIP")
     parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT)
     parser.add_argument("--statement-timeout", type=float, default=STATEMENT_TIMEOUT)
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between writes")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= MAX_DURATION:
         parser.error(f"--duration must be in (0, {MAX_DURATION:g}]")
     if not (0 < args.connect_timeout <= 60 and 0 < args.statement_timeout <= 60):
         parser.error("timeouts must be in (0, 60] seconds")
+    if not 0 <= args.pause <= 10:
+        parser.error("--pause must be in [0, 10] seconds")
     svc = topo.SERVICES[args.service]
     target = Target(
         engine=svc.engine,
@@ -454,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     with open(args.out, "a", encoding="utf-8") as out:
-        counts = write_loop(target, Recorder(out), args.duration, stop)
+        counts = write_loop(target, Recorder(out), args.duration, stop, pause=args.pause)
     print(f"{counts.acks} acknowledged writes, {counts.fails} failures", flush=True)
     return 0
 

@@ -152,9 +152,9 @@ class Lab:
         net.build(self.prefix)
         self._undo_faults()
         t.mark("network")
-        self._up_service("pg", sync)
+        self._up_service("pg", sync, supervised=mode == "run")
         t.mark("postgresql")
-        self._up_service("mariadb", sync)
+        self._up_service("mariadb", sync, supervised=mode == "run")
         t.mark("mariadb")
         changed = self.supervisors.write_configs(sync, profile)
         t.mark("configs")
@@ -250,7 +250,7 @@ class Lab:
             logs = ", ".join(str(self.supervisors.paths(service, h).log) for h in topo.DB_HOSTS)
             raise LabError(f"{exc}; see the supervisor logs: {logs}") from exc
 
-    def _up_service(self, service: str, sync: bool) -> None:
+    def _up_service(self, service: str, sync: bool, supervised: bool = False) -> None:
         svc = topo.SERVICES[service]
         primary, replica = self.node(service, svc.primary), self.node(service, svc.replica)
         if not (primary.ready_mark.exists() and replica.ready_mark.exists()):
@@ -258,7 +258,8 @@ class Lab:
             # what they persisted describes a pair that no longer exists.
             self._halt_supervisors(service)
         if primary.ready_mark.exists():
-            primary.start()
+            if primary.start() and isinstance(primary, MariaNode) and not supervised:
+                primary.open()  # an operator's server starts read-only: its operator opens it
             primary.apply_sync(sync)
         else:
             # A node never finished: it holds nothing worth keeping. Rebuild the pair.
@@ -289,7 +290,7 @@ class Lab:
         sync = bool(self.meta().get("sync", False))
         mode = self.supervisor_mode()
         self._discard_pair(service)
-        self._up_service(service, sync)
+        self._up_service(service, sync, supervised=mode == "run")
         if mode is not None:
             for host in topo.DB_HOSTS:
                 self.supervisors.start(service, host, mode)
@@ -465,6 +466,8 @@ class Lab:
                 if node.ready_mark.exists() and node.pid() is None:
                     self._wait_old_server_gone(node)
                     node.start()
+                    if isinstance(node, MariaNode) and mode != "run":
+                        node.open()  # nobody else would: an operator's server starts read-only
                     done.append(f"started {service} on {host}")
         if mode == "hold":
             done += self._start_dead_supervisors(mode)

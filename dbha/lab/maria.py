@@ -104,10 +104,11 @@ max_connections = 60
             return None
         return pid if procs.alive(pid) else None
 
-    def start(self) -> None:
-        """Start mariadbd (no-op if it runs) and wait until it answers on its socket."""
+    def start(self) -> bool:
+        """Start mariadbd (no-op if it runs) and wait until it answers on its socket;
+        True if it was started."""
         if self.pid() is not None:
-            return
+            return False
         self.pidfile.unlink(missing_ok=True)
         with open(self.dir / "stdout.log", "ab") as out:
             child = subprocess.Popen(
@@ -139,6 +140,7 @@ max_connections = 60
             return self._client("SELECT 1", timeout=3, check=False).returncode == 0
 
         wait_until(ready, 30.0, f"MariaDB on {self.host} to accept connections", interval=0.1)
+        return True
 
     def start_argv(self) -> list[str]:
         """A line that starts this node as :meth:`start` does (as ``mysql``, detached,
@@ -318,7 +320,17 @@ CREATE TABLE app.dbha_lab_proof (id BIGINT AUTO_INCREMENT PRIMARY KEY,
   ENGINE=InnoDB;
 """)
         self.apply_sync(sync)
+        self.open()
         self.ready_mark.write_text("primary\n")
+
+    def open(self) -> None:
+        """An operator's server starts read-only (docs/config.md); its operator opens
+        the primary: read_only off if it replicates from nobody. Without supervisors
+        the lab does that after every start; with them, the supervisor decides."""
+        if self.pairs != "operator":
+            return
+        if not self._client("SHOW SLAVE STATUS").stdout.strip():
+            self._client("SET GLOBAL read_only = OFF;")
 
     def create_replica(self, primary: MariaNode, sync: bool) -> None:
         self._install(primary=False, sync=sync)

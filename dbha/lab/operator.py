@@ -109,7 +109,9 @@ def maria_cnf(
     primary: bool,
 ) -> str:
     """The operator's my.cnf: what dbha's docs ask of a MariaDB pair and no
-    semi-synchronous replication at all (no rpl_semi_sync_* line)."""
+    semi-synchronous replication at all (no rpl_semi_sync_* line). ``primary``
+    changes nothing: both nodes start read-only, and the primary is opened at run
+    time (by its supervisor, or by the lab when none runs: MariaNode.open)."""
     return f"""\
 [mysqld]
 datadir = {datadir}
@@ -129,7 +131,9 @@ sync_binlog = 1
 innodb_flush_log_at_trx_commit = 1
 relay_log_recovery = ON
 skip_name_resolve = ON
-read_only = {"OFF" if primary else "ON"}
+# Both nodes start read-only, as docs/config.md asks: a primary that dies and comes
+# back must take no write before its supervisor (or its operator) opens it.
+read_only = ON
 # This machine's size, not replication's:
 innodb_buffer_pool_size = 64M
 innodb_log_file_size = 48M

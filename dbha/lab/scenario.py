@@ -28,6 +28,7 @@ from dbha.lab.core import Lab
 FAILOVER_WAIT = 30.0
 ACKS_BEFORE = 40
 ACKS_AFTER = 20
+NODE_CLIENT_PAUSE = 0.02  # the clients on each node's own address write ~50 times a second
 
 
 class VipWatch:
@@ -105,6 +106,30 @@ class Outcome:
     doubles: list[tuple[float, tuple[str, ...]]]
     vip_after: list[str]
     served_by_after_fault: list[str] = field(default_factory=list)
+    # The clients writing to each database host's own address (not the VIP), by host:
+    # what a client that bypasses the VIP could write, and where.
+    node_logs: dict[str, cl.ClientLog] = field(default_factory=dict)
+    node_verdicts: dict[str, cl.Verdict] = field(default_factory=dict)
+    lab_down: tuple[str, ...] | None = None  # database hosts whose server is not running
+
+    def writers_overlap(self, deadline: float) -> list[tuple[str, float]]:
+        """Writes acknowledged by a node, through any client, later than ``deadline``
+        seconds after another node's first write acknowledged after the fault: two
+        writable nodes at once beyond the fence deadline. (host, time) of each."""
+        acks = [a for a in self.log.acks if a.t > self.fault_at]
+        for log in self.node_logs.values():
+            acks += [a for a in log.acks if a.t > self.fault_at]
+        first: dict[str, float] = {}
+        last: dict[str, float] = {}
+        for a in acks:
+            first[a.node] = min(first.get(a.node, a.t), a.t)
+            last[a.node] = max(last.get(a.node, a.t), a.t)
+        out = []
+        for node, t in last.items():
+            for other, t0 in first.items():
+                if other != node and t0 < t - deadline and first[node] < t0:
+                    out.append((node, t))
+        return out
 
     @property
     def recovery(self) -> float | None:
@@ -133,6 +158,18 @@ def run(
     ``client_args`` go to the client (e.g. its timeouts)."""
     svc = topo.SERVICES[service]
     client = cl.start_client(lab, service, out, 240, extra=client_args)
+    node_outs = {h: out.with_name(f"{out.stem}-{h}{out.suffix}") for h in topo.DB_HOSTS}
+    node_clients = {
+        h: cl.start_client(
+            lab,
+            service,
+            node_outs[h],
+            240,
+            address=topo.HOSTS[h].lan,
+            extra=["--pause", str(NODE_CLIENT_PAUSE)],
+        )
+        for h in topo.DB_HOSTS
+    }
     heal_at = fault_at = 0.0
     with VipWatch(lab, service) as watch:
         try:
@@ -162,10 +199,16 @@ def run(
             time.sleep(1.0)  # the pair settles under the watch: no VIP flapping after heal
         finally:
             rc = cl.stop_client(client)
+            for c in node_clients.values():
+                cl.stop_client(c)
     if rc != 0:
         raise LabError(f"client exited {rc}: {out.with_name(out.name + '.stdout').read_text()}")
     log = cl.read_log(out)
     verdict = cl.verify(lab, service, log, fault_at=fault_at)
+    node_logs = {h: cl.read_log(p) for h, p in node_outs.items()}
+    node_verdicts = {
+        h: cl.verify(lab, service, lg, fault_at=fault_at) for h, lg in node_logs.items()
+    }
     return Outcome(
         service=service,
         fault=fault_name,
@@ -176,4 +219,7 @@ def run(
         doubles=watch.doubles(),
         vip_after=lab.vip_holders(service),
         served_by_after_fault=sorted({a.node for a in log.acks if a.t > fault_at}),
+        node_logs=node_logs,
+        node_verdicts=node_verdicts,
+        lab_down=tuple(h for h in topo.DB_HOSTS if lab.node(service, h).pid() is None),
     )

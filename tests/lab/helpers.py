@@ -57,12 +57,13 @@ def ping(
 
 
 @contextlib.contextmanager
-def supervised_lab(lab: Lab, suffix: str) -> Iterator[Lab]:
+def supervised_lab(lab: Lab, suffix: str, pairs: str = "dbha") -> Iterator[Lab]:
     """A lab beside the session's (its prefix plus ``suffix``), synchronous, with
-    dbha supervisors on both hosts; torn down when the block ends."""
+    dbha supervisors on both hosts, its pairs built by dbha's lab or as their
+    operators would (``pairs``); torn down when the block ends."""
     other = Lab(lab.prefix + suffix)
     try:
-        other.up(sync=True, install=False, supervisors=True)
+        other.up(sync=True, install=False, supervisors=True, pairs=pairs)
         yield other
     finally:
         other.down()

@@ -126,7 +126,7 @@ def test_maria_cnf_has_dbhas_prerequisites_and_no_semi_sync() -> None:
         "innodb_flush_log_at_trx_commit": "1",
         "relay_log_recovery": "ON",
         "skip_name_resolve": "ON",
-        "read_only": "OFF",
+        "read_only": "ON",  # both start read-only: the primary is opened at run time
         "server_id": "2",
     }
     assert {k: s[k] for k in want} == want

@@ -1,0 +1,542 @@
+"""dbha on pairs it did not build: the recovery paths that failed on an adopted pair.
+
+One lab for the module, its PostgreSQL and MariaDB pairs built as their
+operators would (``--pairs operator``: the standby named after its cluster,
+replication running before dbha starts, semi-sync off on the replica, dbha's
+accounts with the grants of docs/grants.md only), synchronous, with dbha
+supervisors (``sync_fallback = "fallback"``). Each scenario has a client in host
+c writing through the VIP and one writing to each node's own address where the
+fault allows, and asserts what the issue that found the defect asks: nothing
+acknowledged lost, never two writable nodes, the pair converged, no failover
+where none is due. Times are printed and recorded, never asserted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dbha.errors import LabError
+from dbha.lab import client as cl
+from dbha.lab import net
+from dbha.lab import scenario as scenarios
+from dbha.lab import topology as topo
+from dbha.lab.core import Lab
+from dbha.lab.maria import MariaNode
+from dbha.lab.wait import wait_until
+from tests.lab.helpers import as_built, ns_exec, supervised_lab, supervisor_status
+
+SERVICES = list(topo.SERVICES)
+DEADLINE = 1.0  # fence.self_fence_deadline_ms of the lab's configs, in seconds
+RecordProperty = Callable[[str, object], None]
+
+
+@pytest.fixture(scope="module")
+def alab(lab: Lab) -> Iterator[Lab]:
+    with supervised_lab(lab, "ad", pairs="operator") as other:
+        yield other
+
+
+def _mark(lab: Lab, service: str) -> int | None:
+    mark = supervisor_status(lab, service, topo.SERVICES[service].primary)["local"]["sync_mark"]
+    return None if mark is None else int(mark)
+
+
+@pytest.fixture
+def apair(alab: Lab) -> Iterator[Lab]:
+    """The adopted pairs as built (rebuilt if a scenario moved them), both in sync."""
+    alab.heal()
+    for service in SERVICES:
+        if not as_built(alab, service):
+            alab.rebuild_service(service)
+            continue
+        try:
+            wait_until(lambda s=service: _mark(alab, s) is None, 20.0, f"{service} in sync")
+        except LabError:
+            alab.rebuild_service(service)
+    st = alab.status()
+    assert st["healthy"], st["problems"]
+    yield alab
+    for service in SERVICES:
+        for host in topo.DB_HOSTS:
+            text = alab.supervisors.log_since_start(service, host).splitlines()
+            shown = [t for t in text if not t.endswith(("primary: serving", "replica: following"))]
+            print(f"--- {service} supervisor on {host}:", *shown[-30:], sep="\n")
+    alab.heal()
+
+
+def _config(lab: Lab, service: str, host: str) -> str:
+    return str(lab.supervisors.paths(service, host).config)
+
+
+def _check(lab: Lab, service: str, host: str) -> subprocess.CompletedProcess[str]:
+    return ns_exec(
+        lab, host, sys.executable, "-m", "dbha", "check", "-c", _config(lab, service, host)
+    )
+
+
+def _common(o: scenarios.Outcome) -> None:
+    v = o.verdict
+    print(f"\n{o.line()}")
+    assert v.missing == {h: [] for h in v.missing}, v.summary()
+    for host, nv in o.node_verdicts.items():
+        assert nv.missing == {h: [] for h in nv.missing}, (host, nv.summary())
+    assert not o.doubles, f"two reachable VIP holders at once: {o.doubles[:5]}"
+    assert o.writers_overlap(DEADLINE) == [], o.writers_overlap(DEADLINE)[:5]
+    assert o.vip_after == [v.primary], (o.vip_after, v.primary)
+    assert len(v.node_changes) <= 1, v.node_changes
+
+
+def _gap_after(o: scenarios.Outcome, since: float) -> float:
+    """The longest pause between writes acknowledged through the VIP after ``since``."""
+    times = [a.t for a in o.log.acks if a.t >= since]
+    return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+
+# -------------------------------------------- synchronous commit, adopted
+
+
+def _silence_standby(lab: Lab, service: str) -> Callable[[], None]:
+    """Make the replica unable to acknowledge while it stays an eligible replica
+    (PostgreSQL: its WAL receiver stopped; MariaDB: its receiver thread stopped);
+    returns the undo."""
+    replica = topo.SERVICES[service].replica
+    if service == "pg":
+        pids = [
+            p
+            for p in net.ns_pids(lab.prefix, replica)
+            if "walreceiver" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")
+        ]
+        assert pids, "no WAL receiver on the standby"
+        net.signal_pids(pids, signal.SIGSTOP)
+        return lambda: net.signal_pids(pids, signal.SIGCONT)
+    node = lab.node(service, replica)
+    assert isinstance(node, MariaNode)
+    node._client("STOP SLAVE IO_THREAD;")
+    return lambda: node._client("START SLAVE IO_THREAD;") and None
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_1_2_synchronous_commits_flow_and_a_standby_that_cannot_acknowledge_is_critical(
+    apair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Defects 1 and 2. On the adopted pair in synchronous mode, writes flow from the
+    start: the primary has one synchronous standby (PostgreSQL sync_state sync,
+    MariaDB one semi-sync client), the replica having been made to acknowledge by
+    its supervisor. With the standby made unable to acknowledge (its receiver
+    stopped, while it still announces itself an eligible replica), commits wait and
+    dbha check on the primary says CRITICAL "commits are blocked" within seconds;
+    once the standby answers again, check is OK and writes go on, nothing lost."""
+    svc = topo.SERVICES[service]
+    db = supervisor_status(apair, service, svc.primary)["local"]["database"]
+    assert db["sync_replication"] is True and db["sync_standbys"] == 1, db
+    rep = supervisor_status(apair, service, svc.replica)["local"]["database"]
+    assert rep["sync_ready"] is True, rep
+    out = tmp_path / "client.jsonl"
+    client = cl.start_client(apair, service, out, 120)
+    try:
+        cl.wait_for(out, lambda log: len(log.acks) >= 40, 30, "writes from the start")
+        assert _check(apair, service, svc.primary).returncode == 0
+        undo = _silence_standby(apair, service)
+        t0 = time.monotonic()
+        try:
+            seen = ""
+
+            def critical() -> bool:
+                nonlocal seen
+                res = _check(apair, service, svc.primary)
+                seen = res.stdout
+                return res.returncode == 2 and "commits are blocked" in res.stdout
+
+            wait_until(critical, 15.0, "dbha check to say the commits are blocked", 0.2)
+            took = time.monotonic() - t0
+            print(f"\n{service}: CRITICAL {took:.1f} s after the standby stopped answering:")
+            print(seen)
+            record_property(f"{service}_blocked_critical_after_s", round(took, 1))
+        finally:
+            undo()
+        resumed = time.monotonic()
+        cl.wait_for(
+            out,
+            lambda log: sum(a.t > resumed for a in log.acks) >= 40,
+            30,
+            "writes once the standby answers",
+        )
+        wait_until(lambda: _check(apair, service, svc.primary).returncode == 0, 20.0, "OK again")
+    finally:
+        cl.stop_client(client)
+    verdict = cl.verify(apair, service, cl.read_log(out))
+    assert verdict.missing == {h: [] for h in verdict.missing}, verdict.summary()
+
+
+# ------------------------------------------- sessions end where clients hear it
+
+SESSION_PROBE = textwrap.dedent(
+    """
+    import json, sys, time
+    engine, host, port, user, pwfile, db = sys.argv[1:7]
+    password = open(pwfile).read().strip()
+    if engine == "postgresql":
+        import psycopg
+        conn = psycopg.connect(host=host, port=int(port), user=user, password=password,
+                               dbname=db, connect_timeout=2, keepalives=0, autocommit=True)
+        ask = lambda: conn.execute("SELECT 1").fetchone()
+    else:
+        import pymysql
+        conn = pymysql.connect(host=host, port=int(port), user=user, password=password,
+                               database=db, connect_timeout=2, autocommit=True)
+        def ask():
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                return cur.fetchone()
+    ask()
+    print(json.dumps({"connected": time.monotonic()}), flush=True)
+    while True:  # no keepalives, no read timeout: only the server can end this
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        try:
+            ask()
+        except Exception as exc:
+            print(json.dumps({"error": str(exc)[:200], "at": t0, "took": time.monotonic() - t0}),
+                  flush=True)
+            break
+    """
+)
+
+
+class SessionProbe:
+    """A client in host c with one session through the VIP, no keepalives and no
+    read timeout, asking SELECT 1 every 0.1 s until the server ends its session."""
+
+    def __init__(self, lab: Lab, service: str) -> None:
+        svc = topo.SERVICES[service]
+        pw = lab.layout.secret_path(f"{service}-{svc.app_user}")
+        argv = [sys.executable, "-c", SESSION_PROBE, svc.engine, svc.vip, str(svc.port)]
+        argv += [svc.app_user, str(pw), svc.database]
+        self.proc = subprocess.Popen(
+            net.nsexec(lab.prefix, "c", argv), stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        first = json.loads(self.proc.stdout.readline() or "{}")
+        assert "connected" in first, first
+
+    def ended(self, timeout: float) -> dict[str, float | str]:
+        """The probe's report once its session ended, within ``timeout`` seconds."""
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            pytest.fail(f"the client's session did not end within {timeout:g} s: it hangs")
+        return dict(json.loads(out.strip().splitlines()[-1]))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_3_a_switchover_ends_the_old_primarys_sessions_where_their_clients_hear_it(
+    apair: Lab, service: str, record_property: RecordProperty
+) -> None:
+    """Defect 3. A client holds a session through the VIP with no keepalives and no
+    read timeout. A planned switchover fences the old primary before its VIP goes,
+    so the end of the session (the server's error and FIN) reaches the client,
+    whose next query fails at once instead of waiting on a dead path for minutes."""
+    svc = topo.SERVICES[service]
+    probe = SessionProbe(apair, service)
+    try:
+        res = ns_exec(
+            apair,
+            svc.primary,
+            sys.executable,
+            "-m",
+            "dbha",
+            "switchover",
+            "-c",
+            _config(apair, service, svc.primary),
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        asked = time.monotonic()
+        report = probe.ended(20.0)
+        took = float(report["took"])
+        print(
+            f"\n{service}: the session ended {float(report['at']) - asked:+.2f} s after the "
+            f"request, its query failing in {took:.3f} s: {report['error']}"
+        )
+        assert took < 5.0, report  # a lost FIN leaves the query waiting for minutes
+        record_property(f"{service}_session_end_query_s", round(took, 3))
+    finally:
+        probe.close()
+    wait_until(
+        lambda: apair.vip_holders(service) == [svc.replica], 30.0, f"the VIP on {svc.replica}"
+    )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_10_the_keepers_fence_is_read_only_first_then_a_stop_with_its_own_bound(
+    apair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Defects 10 and 3 for the lease keeper. The primary's supervisor hangs
+    (SIGSTOP): its lease ends, and its keeper fences on its own: read-only with the
+    sessions ended (a client's idle session ends where it hears it), the VIP
+    released, the server stopped within its own bound. It reports no failure (a
+    clean stop takes longer than the old 0.6 s budget, which meant a watchdog reset
+    on every fence). The replica finds the primary's database gone and takes over."""
+    svc = topo.SERVICES[service]
+    pid = apair.supervisors.pid(service, svc.primary)
+    assert pid is not None
+    probe = SessionProbe(apair, service)
+    stopped = False
+
+    def hang_supervisor() -> None:
+        nonlocal stopped
+        net.signal_pids([pid], signal.SIGSTOP)
+        stopped = True
+
+    try:
+
+        def keeper_done() -> None:
+            wait_until(
+                lambda: (
+                    "keeper: lease ended" in apair.supervisors.log_since_start(service, svc.primary)
+                ),
+                20.0,
+                "the keeper to fence",
+            )
+            text = apair.supervisors.log_since_start(service, svc.primary)
+            line = [ln for ln in text.splitlines() if "keeper: lease ended" in ln][-1]
+            print(f"\n{service}: {line}")
+            assert "with failures" not in line, line
+            assert apair.node(service, svc.primary).pid() is None  # stopped
+            report = probe.ended(10.0)
+            assert float(report["took"]) < 5.0, report
+
+        o = scenarios.run(
+            apair,
+            service,
+            "hang-supervisor",
+            hang_supervisor,
+            tmp_path / "client.jsonl",
+            expect_takeover=True,
+            before_heal=keeper_done,
+        )
+    finally:
+        probe.close()
+        if stopped:
+            net.signal_pids([pid], signal.SIGCONT)
+    _common(o)
+    assert o.verdict.primary == svc.replica
+    if o.recovery is not None:
+        record_property(f"{service}_hung_supervisor_fault_to_first_write_s", round(o.recovery, 3))
+
+
+# --------------------------------------- a replica restarted during a failover
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_4_a_replica_restarted_while_its_primary_is_dead_still_takes_over(
+    apair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Defect 4. The primary's host dies; 0.3 s later the replica's supervisor is
+    killed and started again (a crash with Restart=on-failure). It remembers, in the
+    same boot, what made the promotion safe, and takes over while the primary is
+    still dead; nothing acknowledged is lost."""
+    svc = topo.SERVICES[service]
+
+    def fault() -> None:
+        apair.kill_host(svc.primary)
+        time.sleep(0.3)
+        pid = apair.supervisors.pid(service, svc.replica)
+        assert pid is not None
+        net.signal_pids([pid], signal.SIGKILL)
+        wait_until(lambda: apair.supervisors.pid(service, svc.replica) is None, 5.0, "gone")
+        apair.supervisors.start(service, svc.replica, "run")
+
+    o = scenarios.run(
+        apair, service, "kill-host+restart", fault, tmp_path / "client.jsonl", expect_takeover=True
+    )
+    _common(o)
+    assert o.verdict.primary == svc.replica
+    log = apair.supervisors.log_since_start(service, svc.replica)
+    assert "restarted in the same boot" in log, log[-2000:]
+    if o.recovery is not None:
+        print(f"{service}: first write {o.recovery:.3f} s after the death")
+        record_property(f"{service}_restart_during_failover_first_write_s", round(o.recovery, 3))
+
+
+# ---------------------------------------------- a replica comes back
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_5_6_a_returning_replica_costs_no_write_stall_and_no_handover(
+    apair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Defects 5 and 6. The replica's host is isolated for about 12 s: the primary
+    falls back to asynchronous commits under a replica-not-in-sync mark and writes
+    go on. When the replica comes back, the primary turns synchronous commit on only
+    once the replica streams again, so its return stalls no write for more than a
+    second, and the primary keeps its role (it never hands over to the replica it
+    marked)."""
+    svc = topo.SERVICES[service]
+
+    def isolate() -> None:
+        apair.isolate(svc.replica)
+
+    def fell_back() -> None:
+        wait_until(
+            lambda: "sync_fallback" in apair.supervisors.log_since_start(service, svc.primary),
+            15.0,
+            "the primary to fall back",
+        )
+
+    o = scenarios.run(
+        apair,
+        service,
+        "isolate-replica",
+        isolate,
+        tmp_path / "client.jsonl",
+        expect_takeover=False,
+        observe=12.0,
+        before_heal=fell_back,
+    )
+    _common(o)
+    assert o.verdict.primary == svc.primary and o.verdict.node_changes == []
+    log = apair.supervisors.log_since_start(service, svc.primary)
+    assert "primary-db-failed" not in log and "handover" not in log.split("sync_fallback")[-1]
+    gap = _gap_after(o, o.heal_at)
+    print(f"{service}: longest write pause after the replica came back: {gap:.3f} s")
+    record_property(f"{service}_return_longest_pause_s", round(gap, 3))
+    assert gap < 1.0, gap
+
+
+# ------------------------------------------------- a paused replay (PostgreSQL)
+
+
+def test_7_a_paused_replay_is_refused_up_front_and_a_forced_failover_finishes(
+    apair: Lab, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Defect 7. The standby's replay is paused by its operator while it keeps
+    receiving (synchronous commits go on). The primary's host dies: the replica
+    does not start a promotion it could not finish (it never stays 'promoting'); it
+    refuses, says why and how to force it. Forced, it resumes the replay, promotes
+    and takes over with every acknowledged write."""
+    service = "pg"
+    svc = topo.SERVICES[service]
+    node = apair.node(service, svc.replica)
+    out = tmp_path / "client.jsonl"
+    client = cl.start_client(apair, service, out, 240)
+    try:
+        cl.wait_for(out, lambda log: len(log.acks) >= 40, 30, "writes")
+        with node.connect("postgres") as conn:  # type: ignore[union-attr]
+            conn.execute("SELECT pg_wal_replay_pause()")
+        paused = time.monotonic()
+        cl.wait_for(out, lambda log: sum(a.t > paused for a in log.acks) >= 400, 30, "backlog")
+        seen = len(apair.supervisors.log_since_start(service, svc.replica))
+        killed_at = time.monotonic()
+        apair.kill_host(svc.primary)
+
+        def news() -> str:
+            return apair.supervisors.log_since_start(service, svc.replica)[seen:]
+
+        wait_until(lambda: "replay is paused" in news(), 20.0, "the replica to refuse")
+        wait_until(lambda: "failover_refused" in news(), 20.0, "a loud refusal")
+        log = news()
+        assert "--force" in log, log[-2000:]
+        st = supervisor_status(apair, service, svc.replica)["local"]
+        assert st["role"] == "replica" and st["database"]["replay_paused"], st
+        assert "PersistState" not in log  # no epoch persisted, no promotion started
+        res = ns_exec(
+            apair,
+            svc.replica,
+            sys.executable,
+            "-m",
+            "dbha",
+            "failover",
+            "-c",
+            _config(apair, service, svc.replica),
+            "--to",
+            svc.replica,
+            "--force",
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        cl.wait_for(
+            out,
+            lambda log: sum(a.t > killed_at and a.node == svc.replica for a in log.acks) >= 20,
+            30,
+            "writes on the new primary",
+        )
+        apair.heal()
+    finally:
+        cl.stop_client(client)
+    verdict = cl.verify(apair, service, cl.read_log(out), fault_at=killed_at)
+    print(f"\npaused replay, forced failover: {verdict.summary()}")
+    assert verdict.primary == svc.replica
+    assert verdict.missing == {h: [] for h in verdict.missing}, verdict.summary()
+
+
+# ------------------------------------- an isolated primary's errant commits
+
+
+def test_8_an_isolated_primarys_unacknowledged_commits_rejoin_without_force(
+    apair: Lab, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Defect 8. The MariaDB primary is isolated under a writing client: it fences
+    itself, the replica takes over. The commit that was in flight (in the old
+    primary's binlog, never acknowledged: lossless semi-sync) is errant there.
+    dbha resync without --force sets it aside and rejoins, saying that it was never
+    acknowledged; every acknowledged write is on both afterwards."""
+    service = "mariadb"
+    svc = topo.SERVICES[service]
+    o = scenarios.run(
+        apair,
+        service,
+        "isolate",
+        lambda: apair.isolate(svc.primary),
+        tmp_path / "client.jsonl",
+        expect_takeover=True,
+    )
+    _common(o)
+    wait_until(
+        lambda: bool(supervisor_status(apair, service, svc.primary)["local"]["needs_resync"]),
+        15.0,
+        "the old primary to need a resync",
+    )
+    started = time.monotonic()
+    res = ns_exec(
+        apair,
+        svc.primary,
+        sys.executable,
+        "-m",
+        "dbha",
+        "resync",
+        "-c",
+        _config(apair, service, svc.primary),
+        timeout=300,
+    )
+    took = time.monotonic() - started
+    print(f"\nresync without --force: exit {res.returncode} in {took:.1f} s: {res.stdout.strip()}")
+    record_property("mariadb_resync_after_isolation_s", round(took, 1))
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = apair.supervisors.log_since_start(service, svc.primary)
+    assert "refused" not in res.stdout, res.stdout
+    wait_until(
+        lambda: apair.node(service, svc.primary).status().get("streaming") is True,
+        30.0,
+        "the old primary to stream from the new one",
+    )
+    verdict = cl.verify(apair, service, o.log)
+    assert verdict.missing == {h: [] for h in verdict.missing}, verdict.summary()
+    assert "never acknowledged" in log or "repoint" in log or "follow" in log, log[-3000:]
