@@ -190,10 +190,9 @@ def diverged_commits(
     return sum(1 for line in res.stdout.splitlines() if re.search(r"desc: COMMIT", line))
 
 
-def ensure_slot(s: PgSettings, tools: Tools, up: Upstream, deadline: Deadline) -> None:
-    """Create this node's physical slot on ``up`` if it is missing (over a
-    replication connection from this host, as the replication user)."""
-    conn = pgconninfo.make_conninfo(
+def _replication_conninfo(s: PgSettings, up: Upstream) -> str:
+    """A replication connection to ``up`` from this host, as the replication user."""
+    return pgconninfo.make_conninfo(
         "",
         host=up.host,
         port=up.port,
@@ -201,6 +200,12 @@ def ensure_slot(s: PgSettings, tools: Tools, up: Upstream, deadline: Deadline) -
         passfile=str(s.replication_passfile),
         connect_timeout=s.replication_connect_timeout,
     )
+
+
+def ensure_slot(s: PgSettings, tools: Tools, up: Upstream, deadline: Deadline) -> None:
+    """Create this node's physical slot on ``up`` if it is missing (over a
+    replication connection from this host, as the replication user)."""
+    conn = _replication_conninfo(s, up)
     tools.run(
         [
             tools.bin("pg_receivewal"),
@@ -225,14 +230,7 @@ def drop_replaced_slot(
     upstream refuses to drop an active slot), logged."""
     if not old or old == s.slot:
         return
-    conn = pgconninfo.make_conninfo(
-        "",
-        host=up.host,
-        port=up.port,
-        user=s.replication_user,
-        passfile=str(s.replication_passfile),
-        connect_timeout=s.replication_connect_timeout,
-    )
+    conn = _replication_conninfo(s, up)
     try:
         tools.run(
             [tools.bin("pg_receivewal"), "--drop-slot", "-S", old, "-d", conn, "-w"], deadline

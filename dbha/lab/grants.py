@@ -65,6 +65,12 @@ PG_GRANTS: tuple[Grant, ...] = (
         "end recovery: the standby becomes a primary",
     ),
     Grant(
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_wal_replay_resume() TO dbha",
+        ("wait_replayed",),
+        "resume a paused replay before a forced promotion (an automatic one refuses "
+        "a paused replica)",
+    ),
+    Grant(
         "GRANT ALTER SYSTEM ON PARAMETER default_transaction_read_only TO dbha",
         ("fence", "unfence", "promote"),
         "the soft fence: a read-only default that survives a restart, lifted again "

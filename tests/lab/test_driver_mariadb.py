@@ -21,9 +21,11 @@ from typing import Any
 import pymysql
 import pytest
 
-from dbha.db.base import DbError, DbRefused, Role
+from dbha.db.base import DbError, DbRefused, Role, Upstream
 from dbha.db.mysql import MysqlDriver
+from dbha.db.mysqlconn import ReplicationStopped
 from dbha.errors import LabError
+from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from dbha.lab.maria import MariaNode
 from tests.lab.drivers_mysql import mariadb_driver, mariadb_upstream
@@ -574,3 +576,21 @@ def test_set_synchronous_after_a_silent_fallback_waits_again(
     na.query("START SLAVE IO_THREAD")  # a acknowledges: the commit returns
     assert commit.done.wait(30), "the commit still waits with a replicating again"
     assert commit.error is None, commit.error
+
+
+def test_follow_gives_up_on_a_receiver_that_cannot_connect(
+    lab: Lab, restore: None, pair: tuple[MysqlDriver, MysqlDriver]
+) -> None:
+    """The replica is pointed at an upstream whose server refuses it (a port where
+    nothing listens: as a primary out of connection slots, or a wrong password,
+    refuses a receiver). follow does not count a receiver that keeps failing to
+    connect as "still connecting" until its whole budget is spent: it raises,
+    naming the error, within a few of its retries; the budget given is 120 s."""
+    a, _ = pair
+    up = Upstream(name="b", host=topo.HOSTS["b"].lan, port=1)
+    t0 = time.monotonic()
+    with pytest.raises(ReplicationStopped) as err:
+        a.follow(up, 120)
+    took = time.monotonic() - t0
+    print(f"\nfollow gave up after {took:.1f} s: {err.value}")
+    assert "cannot connect" in str(err.value) and took < 60, (took, err.value)
