@@ -413,7 +413,7 @@ def test_semisync_fallback_is_reported(
 ) -> None:
     """With semi-sync on, the primary reports synchronous replication and a sync replica;
     when the replica stops acknowledging and the timeout passes, MariaDB silently commits
-    asynchronously: the probe says so."""
+    asynchronously: the probe says so. A wait point after the commit is reported too."""
     a, b = pair
     na, nb = node(lab, "a"), node(lab, "b")
     nb.query("SET GLOBAL rpl_semi_sync_master_enabled = ON")
@@ -421,6 +421,11 @@ def test_semisync_fallback_is_reported(
     na.query("STOP SLAVE IO_THREAD")
     na.query("START SLAVE IO_THREAD")
     wait_for(lambda: [r.sync for r in b.probe(T).replicas] == [True], 10, "a sync replica")
+    # The server's default wait point shows other sessions a commit before the
+    # replica has it: the probe says so; AFTER_SYNC is what dbha itself sets.
+    st = b.probe(T)
+    assert st.sync_replication and st.error and "AFTER_COMMIT" in st.error
+    nb.query("SET GLOBAL rpl_semi_sync_master_wait_point = AFTER_SYNC")
     st = b.probe(T)
     assert st.sync_replication and st.error is None
     nb.query("SET GLOBAL rpl_semi_sync_master_timeout = 300")  # ms

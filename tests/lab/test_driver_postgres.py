@@ -88,10 +88,13 @@ def sql(node: PgNode, query: str, user: str = "dbha", dbname: str = "postgres") 
 # ------------------------------------------------------------------------ lag
 
 
-def test_lag_grows_while_replay_is_paused_and_returns_to_zero(pg: Pg) -> None:
+def test_lag_grows_while_replay_is_paused_and_returns_to_zero(
+    pg: Pg, caplog: pytest.LogCaptureFixture
+) -> None:
     """With b's replay paused and writes on a, b's probe reports a lag that grows
-    in bytes and in seconds (and so does a's view of b); wait_replayed times out
-    rather than wait past its bound; once resumed, the lag returns to zero."""
+    in bytes and in seconds (and so does a's view of b). wait_replayed, the step
+    before a promotion, resumes a paused replay (and says so in the log) and
+    returns once everything received is applied: the lag is back to zero."""
     sql(pg.node_b, "SELECT pg_wal_replay_pause()")
     try:
         samples = []
@@ -112,12 +115,46 @@ def test_lag_grows_while_replay_is_paused_and_returns_to_zero(pg: Pg) -> None:
         assert grown, f"lag did not grow in bytes and seconds: {samples}"
         view = pg.a.probe(5).replicas
         assert view and view[0].lag_bytes is not None and view[0].lag_bytes > 0, view
-        with pytest.raises(DbTimeout):
-            pg.b.wait_replayed(1.0)
+        received = pg.b.probe(5).received
+        assert received is not None
+        with caplog.at_level("WARNING", logger="dbha.db.postgres"):
+            replayed = pg.b.wait_replayed(T)
+        assert "resuming it" in caplog.text, caplog.text
+        assert replayed.lsn >= received.lsn, (replayed, received)
+        assert sql(pg.node_b, "SELECT pg_is_wal_replay_paused()") is False
     finally:
         sql(pg.node_b, "SELECT pg_wal_replay_resume()")
     until(lambda: (st := pg.b.probe(5)).lag_bytes == 0 and st.lag_seconds == 0.0, "lag zero")
     assert pg.b.wait_replayed(T).lsn == pg.b.probe(5).received.lsn  # type: ignore[union-attr]
+
+
+def test_wait_replayed_times_out_while_replay_is_held_back(pg: Pg) -> None:
+    """Replay held back (not paused) by a recovery conflict: a session on b holds a
+    lock on the proof table, a takes an exclusive lock on it, and b is set to wait
+    for standby queries without limit. wait_replayed gives up at its bound with
+    DbTimeout rather than wait past it; once the session ends, replay goes on."""
+    sql(pg.node_b, "ALTER SYSTEM SET max_standby_streaming_delay = -1")
+    sql(pg.node_b, "SELECT pg_reload_conf()")
+    holder = pg.node_b.connect("dbha", "app")
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT count(*) FROM dbha_lab_proof")
+        with pg.node_a.connect("dbha", "app") as c:
+            c.execute("BEGIN")
+            c.execute("LOCK TABLE dbha_lab_proof IN ACCESS EXCLUSIVE MODE")
+            c.execute("COMMIT")
+        rows = pg.write("a", 3)
+        until(
+            lambda: (st := pg.b.probe(5)).lag_bytes is not None and st.lag_bytes > 0,
+            "b to receive more than it replays",
+        )
+        with pytest.raises(DbTimeout, match="wait_replayed"):
+            pg.b.wait_replayed(1.0)
+    finally:
+        holder.close()
+        sql(pg.node_b, "ALTER SYSTEM RESET max_standby_streaming_delay")
+        sql(pg.node_b, "SELECT pg_reload_conf()")
+    until(lambda: pg.has_all("b", rows), "replay to go on once the lock holder is gone")
 
 
 # ---------------------------------------------------------------------- fence

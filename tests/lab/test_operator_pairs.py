@@ -6,9 +6,9 @@ down at the end of the session) has a PostgreSQL pair made the way PostgreSQL
 dbha's accounts holding only the grants of docs/grants.md. These tests check
 that the shape really is the operator's, that the grants are enough for the
 verbs the driver contract does not reach (rejoin by pg_rewind and by
-pg_basebackup, a re-clone with force, the hard fences), and pin what dbha still
-does wrong with a pair it adopts: those cases are strict xfails naming the
-defect, so they turn red once a driver is fixed.
+pg_basebackup, a re-clone with force, the hard fences), and that a pair adopted
+as it is (standby names that are not dbha's, semi-sync off on the replica) gets
+synchronous commit without blocking.
 """
 
 from __future__ import annotations

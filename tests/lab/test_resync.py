@@ -7,10 +7,8 @@ heard) changes nothing and says why; a former MariaDB primary holding a
 transaction the new primary lacks stays fenced without ``--force``, and with it
 keeps that transaction aside and is re-cloned.
 
-Two tests are strict expected failures: today the supervisor answers a refused
-or failed resync as a success (``dbha resync`` exits 0; see ``Supervisor.tick``,
-which hands back the decision's answer whether or not its actions succeeded,
-and ``Supervisor._handle``, which replies ``ok`` to every request it took).
+A refused resync exits non-zero with the reason on stderr; the answer's first
+word says what happened ("refused: resync: ...").
 """
 
 from __future__ import annotations
@@ -74,7 +72,7 @@ def _unchanged(lab: Lab, service: str) -> None:
 def test_resync_on_the_primary_is_refused_and_changes_nothing(pair: Lab, service: str) -> None:
     svc = topo.SERVICES[service]
     res = _resync(pair, service, svc.primary)
-    assert "resync refused: this node is primary" in res.stdout + res.stderr
+    assert "refused: resync: this node is primary" in res.stdout + res.stderr
     _unchanged(pair, service)
     st = supervisor_status(pair, service, svc.primary)["local"]
     assert (st["role"], st["epoch"], st["needs_resync"]) == ("primary", 0, False)
@@ -99,7 +97,7 @@ def test_resync_while_the_peer_is_not_heard_is_refused(pair: Lab, service: str) 
             0.2,
         )
         res = _resync(pair, service, svc.replica)
-        assert "resync refused: the peer is not a reachable primary" in res.stdout + res.stderr
+        assert "refused: resync: the peer is not a reachable primary" in res.stdout + res.stderr
         replica = pair.node(service, svc.replica).status()
         assert replica["role"] == "replica" and replica["streaming"], replica
         assert supervisor_status(pair, service, svc.replica)["local"]["role"] == "replica"
@@ -112,7 +110,7 @@ def test_resync_while_the_peer_is_not_heard_is_refused(pair: Lab, service: str) 
 def test_a_refused_resync_exits_non_zero_and_says_why_on_stderr(pair: Lab) -> None:
     res = _resync(pair, "pg", "a")
     assert res.returncode == 1, res.stdout
-    assert "resync refused: this node is primary" in res.stderr
+    assert "refused: resync: this node is primary" in res.stderr
 
 
 # ------------------------------------------------- a former primary with errant data
