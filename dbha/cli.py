@@ -79,7 +79,7 @@ ACTING_REQUEST_TIMEOUT = 660.0
 
 
 def _ask(cfg: Any, request: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
-    from dbha.control import ControlError, local_request
+    from dbha.node.control import ControlError, local_request
 
     try:
         return local_request(cfg.service.control_socket, request, timeout)
@@ -103,7 +103,7 @@ def run_cmd(path: str, json_log: bool) -> None:
     import logging
 
     from dbha import config
-    from dbha.supervisor import run
+    from dbha.node.daemon import run
 
     cfg = _load(path)
     problems = config.check_files(cfg) + config.missing_files(cfg) + config.unavailable(cfg)
@@ -130,7 +130,7 @@ def check_cmd(path: str, as_json: bool, report_only: bool) -> None:
     import json
     import logging
 
-    from dbha.cronround import check
+    from dbha.monitor.round import check
 
     logging.basicConfig(level=logging.WARNING, format="dbha check: %(levelname)s %(message)s")
     result = check(path, act=not report_only)
@@ -145,7 +145,7 @@ def status_cmd(path: str, as_json: bool) -> None:
     """Both nodes: role, epoch, database, paths, VIP, maintenance, the last decision."""
     import json
 
-    from dbha.control import ControlError, peer_request
+    from dbha.node.control import ControlError, peer_request
 
     cfg = _load(path)
     mine = _ask(cfg, {"cmd": "status"})
@@ -195,7 +195,7 @@ def preflight_cmd(path: str, as_json: bool, local: bool) -> None:
     FIX are made right by dbha itself once it runs."""
     import json
 
-    from dbha import preflight
+    from dbha.node import preflight
 
     cfg = _load(path)
     items = preflight.run(cfg, peer=not local)

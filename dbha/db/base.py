@@ -1,4 +1,4 @@
-"""The one interface every database driver implements, and the values it speaks.
+"""The one interface every database driver implements, and its errors.
 
 A driver is thin: it observes and acts on ONE local database server. It never
 decides anything (that is ``decide()``'s job) and never raises a library
@@ -8,14 +8,17 @@ exception: psycopg, PyMySQL, OSError and subprocess errors are mapped to the
 Every verb takes an explicit ``timeout`` in seconds and must return or raise
 within it (plus a small constant for cleanup): connect, statement and lock
 timeouts are set from it, and external tools run under ``dbha.proc.run``.
+
+What a probe reports (:class:`~dbha.core.model.DbStatus`, ``Position``, ``Role``,
+``ReplicaInfo``) is engine-neutral and lives in the core, which decides on it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from dbha.core.model import DbStatus, Position
 from dbha.errors import DbhaError
 
 # --------------------------------------------------------------------- errors
@@ -44,106 +47,7 @@ class DbCommandFailed(DbError):
     failed; the message carries its last line of output."""
 
 
-# --------------------------------------------------------------------- values
-
-
-class Role(StrEnum):
-    PRIMARY = "primary"
-    REPLICA = "replica"
-    UNKNOWN = "unknown"  # unreachable, or an answer that does not say
-
-
-@dataclass(frozen=True, slots=True, order=False)
-class Position:
-    """Where a server is in the replication stream, engine-neutral.
-
-    PostgreSQL: ``timeline`` and ``lsn`` (an int, e.g. 0x3000060). MySQL/MariaDB:
-    ``gtid`` (the normalized GTID set text, e.g. ``0-2-15`` or
-    ``3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5``). Comparing positions is the
-    driver's job (``DatabaseDriver.covers``), never ``<`` on this value.
-    """
-
-    engine: str
-    timeline: int | None = None
-    lsn: int | None = None
-    gtid: str | None = None
-
-    def __str__(self) -> str:
-        if self.lsn is not None:
-            return f"{self.lsn >> 32:X}/{self.lsn & 0xFFFFFFFF:X}@tl{self.timeline}"
-        return self.gtid or ""
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaInfo:
-    """A replica as its primary sees it."""
-
-    name: str  # application_name / report_host / server id
-    address: str | None = None
-    state: str = ""  # e.g. "streaming", "catchup"
-    sync: bool = False  # acknowledged synchronously (sync/semi-sync)
-    sent: Position | None = None
-    flushed: Position | None = None
-    replayed: Position | None = None
-    lag_bytes: int | None = None
-    lag_seconds: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DbStatus:
-    """What one probe learned. ``reachable=False`` comes with ``error`` saying why."""
-
-    reachable: bool
-    role: Role = Role.UNKNOWN
-    writable: bool = False
-    version: str = ""
-    flavour: str = ""  # "postgresql" | "mariadb" | "mysql"
-    # Primary: the current write position. Replica: the replayed position.
-    position: Position | None = None
-    # Replica only.
-    received: Position | None = None
-    lag_bytes: int | None = None  # PostgreSQL
-    lag_transactions: int | None = None  # MySQL/MariaDB
-    lag_seconds: float | None = None
-    streaming: bool = False
-    upstream: str | None = None
-    # Whether this replica acknowledges its primary's synchronous commits: PostgreSQL,
-    # its WAL receiver names itself after this node (which the primary's
-    # synchronous_standby_names lists); MySQL/MariaDB, the replica side of semi-sync
-    # is on and the running receiver registered with it. None: not known.
-    sync_ready: bool | None = None
-    # Whether applying what was received is paused (PostgreSQL: pg_wal_replay_pause;
-    # MySQL/MariaDB: the applier stopped without an error while the receiver runs).
-    replay_paused: bool = False
-    # Primary only.
-    replicas: tuple[ReplicaInfo, ...] = field(default_factory=tuple)
-    sync_replication: bool = False  # commits wait for the replica (sync / semi-sync on)
-    # Sessions whose commit is waiting for the synchronous replica's acknowledgement
-    # (PostgreSQL: wait_event SyncRep; MySQL/MariaDB: semi-sync wait sessions). A
-    # count that stays above zero with no replica is a strict-mode primary that
-    # waits for a replica which is gone. None: not known (not a primary, or no answer).
-    sync_waiting: int | None = None
-    # How long the commit that has waited longest for that acknowledgement has
-    # waited (seconds; None: none waits, or not known). A standby that is connected
-    # but does not answer shows here, not in ``sync_standbys``.
-    sync_wait_longest: float | None = None
-    error: str | None = None
-
-    @classmethod
-    def unreachable(cls, why: str) -> DbStatus:
-        return cls(reachable=False, error=why)
-
-    @property
-    def sync_standbys(self) -> int:
-        """Replicas that acknowledge this primary's commits synchronously now."""
-        return sum(1 for r in self.replicas if r.sync)
-
-    @property
-    def commits_blocked(self) -> bool:
-        """A primary whose commits wait for a synchronous replica while none is
-        connected: every commit waits until one comes (or synchronous commit is
-        turned off)."""
-        return self.reachable and self.sync_replication and self.sync_standbys == 0
+# ------------------------------------------------------- what the verbs return
 
 
 @dataclass(frozen=True, slots=True)

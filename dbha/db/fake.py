@@ -32,18 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dbha.db.base import (
-    DbRefused,
-    DbStatus,
-    DbTimeout,
-    DbUnreachable,
-    Position,
-    PromoteResult,
-    RejoinReport,
-    ReplicaInfo,
-    Role,
-    Upstream,
-)
+from dbha.core.model import DbStatus, Position, ReplicaInfo, Role
+from dbha.db.base import DbRefused, DbTimeout, DbUnreachable, PromoteResult, RejoinReport, Upstream
 
 ENGINE = "fake"
 

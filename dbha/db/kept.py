@@ -2,8 +2,8 @@
 
 A new authenticated session per probe costs a login (most of a probe's CPU), so
 each driver keeps one session for its probe. How a session is opened, bounded
-and closed is the engine's (:class:`dbha.db.pgconn.ProbeLink`,
-:class:`dbha.db.mysqlconn.ProbeLink`); what they share is here:
+and closed is the engine's (:class:`dbha.db.postgres.conn.ProbeLink`,
+:class:`dbha.db.mysql.conn.ProbeLink`); what they share is here:
 
 - one use at a time: the lock is taken within the use's budget, or DbTimeout;
 - the session is held by the use and kept again only if the use went well and

@@ -1,6 +1,6 @@
 """The deterministic simulation of a dbha pair.
 
-Two real decision cores (:func:`dbha.decide.decide`), simulated heartbeat paths
+Two real decision cores (:func:`dbha.core.decide.decide`), simulated heartbeat paths
 with loss, delay, duplication and partitions of each path, simulated
 databases (:mod:`dbha.db.fake`), a simulated gateway and arbiter, simulated
 clocks and supervisor stalls, driven by random fault schedules from a seed.

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dbha.core.model import NodeRole
 from dbha.db.fake import Entry
-from dbha.model import NodeRole
 from dbha.sim.clocks import MAX_RATE_ERROR
 from dbha.sim.schedules import DISRUPTIVE, NODES, PROFILES, SINGLE_PATH, convergence_bound
 

@@ -11,8 +11,8 @@ Time is counted in *steps* of the simulation (half a heartbeat interval).
 - :class:`HbLayer` is one node's heartbeat layer: it numbers and stamps the
   beats it sends, admits the peer's beats (dropping duplicates and old
   boots), tracks each path up/down with the same rule as
-  :class:`dbha.beatpaths.PathTracker` (a test checks they agree), and turns
-  what it heard into a :class:`~dbha.model.PeerView`.
+  :class:`dbha.beat.paths.PathTracker` (a test checks they agree), and turns
+  what it heard into a :class:`~dbha.core.model.PeerView`.
 
 Mutable and allocation-light on purpose: it runs millions of times.
 """
@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import random
 
-from dbha.db.base import Position
-from dbha.model import Announce, PeerView
+from dbha.core.model import Announce, PeerView, Position
 
 PATHS = ("lan", "hb")
 LAN = 0

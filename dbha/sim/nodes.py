@@ -1,11 +1,11 @@
 """A simulated node: the real decision core, a fake database, a simulated shell.
 
 Each :class:`SimNode` holds what one host holds: its supervisor (a
-:class:`~dbha.model.NodeState` in memory, the persisted copy "on disk", the
+:class:`~dbha.core.model.NodeState` in memory, the persisted copy "on disk", the
 heartbeat layer), its database (a :class:`dbha.db.fake.FakeServer` driven
 through :class:`~dbha.db.fake.FakeDriver`), whether the VIP is configured on
 it, and its lease keeper (the independent fence timer). ``tick`` is one round
-of the supervisor's loop: observe, :func:`dbha.decide.decide`, run the actions
+of the supervisor's loop: observe, :func:`dbha.core.decide.decide`, run the actions
 in order (stopping at the first failure, as the real executor does), persist.
 """
 
@@ -14,17 +14,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dbha.config import Config
-from dbha.db.base import DbError, DbStatus, Position, Role, Upstream
-from dbha.db.fake import FakeDriver, FakeServer, covers
-from dbha.decide import announce, decide, params
-from dbha.decide.restart import Remembered, peer_view, remember, resume
-from dbha.model import (
+from dbha.core.decide import announce, decide, params
+from dbha.core.decide.restart import Remembered, peer_view, remember, resume
+from dbha.core.model import (
     AcquireVip,
     Action,
     Announce,
     ArbiterMark,
     ArbiterPromote,
     ArbiterUnmark,
+    DbStatus,
     Decision,
     Fence,
     FencePeer,
@@ -33,11 +32,13 @@ from dbha.model import (
     Notify,
     Observation,
     PersistState,
+    Position,
     PrepareReplica,
     Promote,
     Rejoin,
     ReleaseVip,
     Request,
+    Role,
     RunSafetyCheck,
     SafetyView,
     SetSynchronous,
@@ -45,9 +46,11 @@ from dbha.model import (
     Verdict,
     WaitReplayed,
 )
+from dbha.core.transitions import check
+from dbha.db.base import DbError, Upstream
+from dbha.db.fake import FakeDriver, FakeServer, covers
 from dbha.sim.clocks import Clock
 from dbha.sim.network import HbLayer
-from dbha.transitions import check
 
 if TYPE_CHECKING:
     from dbha.sim.runner import World

@@ -11,10 +11,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from dbha.db.base import Role
-from dbha.db.fake import Entry, FakeCluster, FakeServer
-from dbha.decide import FALLBACK_DEADLINES
-from dbha.model import (
+from dbha.core.decide import FALLBACK_DEADLINES
+from dbha.core.model import (
     Action,
     ArbiterMark,
     ArbiterPromote,
@@ -24,7 +22,9 @@ from dbha.model import (
     NodeState,
     Request,
     RequestKind,
+    Role,
 )
+from dbha.db.fake import Entry, FakeCluster, FakeServer
 from dbha.sim.clocks import Clock
 from dbha.sim.invariants import Checker
 from dbha.sim.network import PATHS, Beat, Network

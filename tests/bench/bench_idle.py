@@ -79,7 +79,7 @@ def keeper_of(pid: int) -> int | None:
             cmdline = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"dbha.keeper" in cmdline:
+        if b"dbha.node.keeper" in cmdline:
             return child
     return None
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from dbha.db.mysql import MysqlDriver
+from dbha.db.mysql.driver import MysqlDriver
 from dbha.lab.core import Lab
 from dbha.lab.maria import MariaNode
 from tests.lab.drivers_mysql import mariadb_driver, mariadb_upstream

@@ -55,7 +55,7 @@ def _on_term(_sig: int, _frm: object) -> None:
 
 
 def cmd_heartbeat(a: argparse.Namespace) -> int:
-    from dbha.heartbeat import HeartbeatService, PathConfig
+    from dbha.beat.service import HeartbeatService, PathConfig
 
     paths = []
     for spec in a.path:
@@ -154,7 +154,7 @@ def _target(spec: str) -> SafetyTarget:
 
 
 def cmd_safety(a: argparse.Namespace) -> int:
-    from dbha.safety import SafetyCheck
+    from dbha.host.safety import SafetyCheck
 
     check = SafetyCheck(
         targets=[_target(t) for t in a.target],
@@ -172,7 +172,7 @@ def cmd_safety(a: argparse.Namespace) -> int:
 
 
 def cmd_vip(a: argparse.Namespace) -> int:
-    from dbha.vip import Vip, VipConflict, VipError
+    from dbha.host.vip import Vip, VipConflict, VipError
 
     try:
         with Vip(

@@ -11,8 +11,8 @@ from dataclasses import replace
 from typing import Any
 
 from dbha.db.base import Upstream
-from dbha.db.pgconn import PgSettings, setpriv_prefix
-from dbha.db.postgres import PostgresDriver
+from dbha.db.postgres.conn import PgSettings, setpriv_prefix
+from dbha.db.postgres.driver import PostgresDriver
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from dbha.lab.net import ns_name

@@ -9,8 +9,8 @@ LAN, as they would on a real host.
 from __future__ import annotations
 
 from dbha.db.base import Upstream
-from dbha.db.mysql import MysqlDriver
-from dbha.db.mysqlconn import MysqlSettings
+from dbha.db.mysql.conn import MysqlSettings
+from dbha.db.mysql.driver import MysqlDriver
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from dbha.lab.maria import MariaNode

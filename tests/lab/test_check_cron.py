@@ -219,7 +219,7 @@ def _fence_argv(lab: Lab, service: str, host: str) -> list[str]:
     """A one-shot fence with dbha's own driver, as an operator's script would."""
     config = str(lab.supervisors.paths(service, host).config)
     code = (
-        "import sys; from dbha import config; from dbha.drivers import local_driver; "
+        "import sys; from dbha import config; from dbha.db.factory import local_driver; "
         "local_driver(config.load(sys.argv[1])).fence(5.0)"
     )
     return [sys.executable, "-c", code, config]

@@ -24,7 +24,8 @@ import pymysql
 import pytest
 from psycopg import sql as psql
 
-from dbha.db.base import DatabaseDriver, DbError, DbRefused, Position, Role, Upstream
+from dbha.core.model import Position, Role
+from dbha.db.base import DatabaseDriver, DbError, DbRefused, Upstream
 from dbha.db.fake import FakeCluster, FakeDriver
 from dbha.errors import LabError
 from dbha.lab import topology as topo

@@ -21,9 +21,10 @@ from typing import Any
 import pymysql
 import pytest
 
-from dbha.db.base import DbError, DbRefused, Role, Upstream
-from dbha.db.mysql import MysqlDriver
-from dbha.db.mysqlconn import ReplicationStopped
+from dbha.core.model import Role
+from dbha.db.base import DbError, DbRefused, Upstream
+from dbha.db.mysql.conn import ReplicationStopped
+from dbha.db.mysql.driver import MysqlDriver
 from dbha.errors import LabError
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab

@@ -21,8 +21,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbha.db.base import DbError, DbRefused, DbTimeout, Role
-from dbha.db.postgres import PostgresDriver
+from dbha.core.model import Role
+from dbha.db.base import DbError, DbRefused, DbTimeout
+from dbha.db.postgres.driver import PostgresDriver
 from dbha.lab.core import Lab
 from dbha.lab.pg import PgNode
 from tests.lab.drivers import pg_driver, pg_upstream

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from dbha.beatwire import MAX_DATAGRAM, Beat, Role, encode
+from dbha.beat.wire import MAX_DATAGRAM, Beat, Role, encode
 from dbha.lab.core import Lab
 from tests.lab.agent import Agent, all_up, make_key, run_agent, start_heartbeats
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dbha import config, proc
-from dbha.db.pgconn import setpriv_prefix
+from dbha.db.postgres.conn import setpriv_prefix
 from dbha.lab import net, procs
 from dbha.lab import supervisors as sup
 from dbha.lab import topology as topo

@@ -25,7 +25,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbha.db.base import DbError, DbRefused, Role
+from dbha.core.model import Role
+from dbha.db.base import DbError, DbRefused
 from dbha.errors import LabError
 from dbha.lab import grants
 from dbha.lab import operator as op

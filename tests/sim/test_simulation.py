@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import dbha.sim.nodes as sim_nodes
-from dbha.beatpaths import PathTracker
+from dbha.beat.paths import PathTracker
 from dbha.config import Config
-from dbha.decide import decide
-from dbha.model import (
+from dbha.core.decide import decide
+from dbha.core.model import (
     Decision,
     Fence,
     FencePeer,
@@ -283,7 +283,7 @@ def test_planned_switchover_loses_nothing() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(st.floats(0.001, 1.5), st.booleans()), min_size=1, max_size=60))
 def test_sim_path_tracker_agrees_with_beatpaths(events: list[tuple[float, bool]]) -> None:
-    """The simulation's mutable path tracker follows dbha.beatpaths.PathTracker's rule
+    """The simulation's mutable path tracker follows dbha.beat.paths.PathTracker's rule
     exactly: same up/down after every beat and every silence."""
     interval, misses, rise = 0.1, 5, 3
     real = PathTracker("p", int(interval * 1000), misses, rise)

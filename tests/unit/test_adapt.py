@@ -6,10 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbha.adapt import announce_of, beat_fields, lag_units, parse_position, position_text
-from dbha.beatwire import Beat, DbSummary
-from dbha.db.base import DbStatus, Position, Role
-from dbha.model import Announce, NodeRole
+from dbha.beat.announce import announce_of, beat_fields, lag_units, parse_position, position_text
+from dbha.beat.wire import Beat, DbSummary
+from dbha.core.model import Announce, DbStatus, NodeRole, Position, Role
 
 PG = Position("postgresql", timeline=2, lsn=0x3000060)
 MARIA = Position("mariadb", gtid="0-2-15,1-1-3")

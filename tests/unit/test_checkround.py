@@ -20,8 +20,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbha import cronstate
-from dbha.checkround import (
+from dbha.config import Config
+from dbha.core.decide import decide
+from dbha.core.model import (
+    Announce,
+    DbStatus,
+    NodeRole,
+    NodeState,
+    Observation,
+    PeerView,
+    Position,
+    Role,
+    SafetyView,
+    Verdict,
+)
+from dbha.db.fake import covers
+from dbha.monitor import memory as cronstate
+from dbha.monitor.nagios import (
     DbView,
     Limits,
     PeerInfo,
@@ -31,19 +46,6 @@ from dbha.checkround import (
     line,
     view_from_round,
     view_from_status,
-)
-from dbha.config import Config
-from dbha.db.base import DbStatus, Position, Role
-from dbha.db.fake import covers
-from dbha.decide import decide
-from dbha.model import (
-    Announce,
-    NodeRole,
-    NodeState,
-    Observation,
-    PeerView,
-    SafetyView,
-    Verdict,
 )
 from tests.unit.test_decide import make_cfg
 
@@ -435,7 +437,7 @@ POS = Position("postgresql", 1, 100)
 
 
 def _memory() -> cronstate.Memory:
-    from dbha.checks import CheckState
+    from dbha.node.checkscripts import CheckState
 
     return cronstate.Memory(
         boot_id="boot-1",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from dbha.checks import run_check
 from dbha.config import CheckConfig
+from dbha.node.checkscripts import run_check
 
 TCP = str(Path(__file__).resolve().parents[2] / "checks" / "dbha-check-tcp")
 

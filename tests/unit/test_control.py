@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from dbha.control import (
+from dbha.errors import DbhaError
+from dbha.node.control import (
     ControlError,
     LocalControlServer,
     PeerControlServer,
     local_request,
     peer_request,
 )
-from dbha.errors import DbhaError
 
 KEY = b"k" * 32
 
@@ -95,7 +95,7 @@ def test_peer_door_rejects_another_key_and_replays(peer: tuple[PeerControlServer
     with pytest.raises(ControlError, match="unreachable"):
         peer_request([("127.0.0.1", port)], b"x" * 32, {"cmd": "fence"})
     # Capture a correctly signed request for one nonce and replay it on a new connection.
-    from dbha.control import _mac
+    from dbha.node.control import _mac
 
     with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
         f = s.makefile("rwb")

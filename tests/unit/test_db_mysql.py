@@ -24,13 +24,13 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dbha.db import mysql as mysql_driver
-from dbha.db import relaylog
 from dbha.db.base import DbCommandFailed, DbError, DbTimeout, DbUnreachable
-from dbha.db.mysqlconn import MAPPED, MysqlSettings, boundary, map_error
-from dbha.db.mysqlflavour import MariaFlavour, MysqlFlavour, detect
-from dbha.db.mysqlrows import clients_to_kill, parse_replicas, parse_semisync
-from dbha.db.mysqltools import option_text
+from dbha.db.mysql import driver as mysql_driver
+from dbha.db.mysql import relaylog
+from dbha.db.mysql.conn import MAPPED, MysqlSettings, boundary, map_error
+from dbha.db.mysql.flavour import MariaFlavour, MysqlFlavour, detect
+from dbha.db.mysql.rows import clients_to_kill, parse_replicas, parse_semisync
+from dbha.db.mysql.tools import option_text
 from dbha.errors import CommandFailed, CommandTimeout
 
 U1 = "3e11fa47-71ca-11e1-9e33-c80aa9429562"

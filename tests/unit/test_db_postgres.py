@@ -13,16 +13,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import errors as pgerr
 
+from dbha.core.model import Position
 from dbha.db.base import (
     DatabaseDriver,
     DbCommandFailed,
     DbError,
     DbTimeout,
     DbUnreachable,
-    Position,
     Upstream,
 )
-from dbha.db.pgconn import (
+from dbha.db.postgres.conn import (
     PgSettings,
     Tools,
     check_argv,
@@ -34,8 +34,8 @@ from dbha.db.pgconn import (
     walfile_segno,
     walfile_timeline,
 )
-from dbha.db.pgrejoin import _conf_quote, _same_upstream, primary_conninfo
-from dbha.db.postgres import PostgresDriver, covers
+from dbha.db.postgres.driver import PostgresDriver, covers
+from dbha.db.postgres.rejoin import _conf_quote, _same_upstream, primary_conninfo
 from dbha.errors import CommandFailed, CommandTimeout
 
 

@@ -13,26 +13,29 @@ from typing import Any
 import pytest
 
 from dbha.config import Config, from_dict
-from dbha.db.base import DbStatus, Position, ReplicaInfo, Role
-from dbha.db.fake import covers
-from dbha.decide import LEASE_FRACTION, decide
-from dbha.model import (
+from dbha.core.decide import LEASE_FRACTION, decide
+from dbha.core.model import (
     Announce,
     ArbiterView,
+    DbStatus,
     Decision,
     NodeRole,
     NodeState,
     Observation,
     PeerView,
     PersistState,
+    Position,
     Rejoin,
+    ReplicaInfo,
     Request,
     RequestKind,
+    Role,
     SafetyView,
     SetSynchronous,
     Verdict,
 )
-from dbha.transitions import check
+from dbha.core.transitions import check
+from dbha.db.fake import covers
 
 R = NodeRole
 NOW = 5000.0
@@ -1359,7 +1362,7 @@ def test_rejoin_adopts_the_primary_epoch_and_clears_resync() -> None:
 
 def test_every_table_row_has_a_case() -> None:
     """The cases above exercise every row of the transition table at least once."""
-    from dbha.transitions import TABLE
+    from dbha.core.transitions import TABLE
 
     seen = {c[4] for c in CASES} | {"epoch-tie"}
     assert {r.rule for r in TABLE} - seen == set()

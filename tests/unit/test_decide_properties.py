@@ -26,11 +26,11 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbha.db.base import DbStatus, Role
-from dbha.decide import LEASE_FRACTION, decide
-from dbha.model import (
+from dbha.core.decide import LEASE_FRACTION, decide
+from dbha.core.model import (
     AcquireVip,
     Announce,
+    DbStatus,
     NodeRole,
     NodeState,
     Observation,
@@ -38,10 +38,12 @@ from dbha.model import (
     PersistState,
     Request,
     RequestKind,
+    Role,
     SafetyView,
     Unfence,
     Verdict,
 )
+from dbha.core.transitions import check
 from dbha.sim.runner import World
 from dbha.sim.schedules import (
     DISRUPTIVE,
@@ -52,7 +54,6 @@ from dbha.sim.schedules import (
     Fault,
     generate,
 )
-from dbha.transitions import check
 from tests.unit.test_decide import CFG, DOWN, pos, primary_db, replica_db
 
 R = NodeRole

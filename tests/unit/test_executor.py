@@ -8,11 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dbha.db.base import Role, Upstream
-from dbha.db.fake import FakeCluster, FakeDriver
-from dbha.errors import DbhaError
-from dbha.executor import Executor, Parts, Timeouts
-from dbha.model import (
+from dbha.core.model import (
     ACQUIRE_VIP,
     FENCE,
     PROMOTE,
@@ -24,7 +20,12 @@ from dbha.model import (
     NodeState,
     Notify,
     PersistState,
+    Role,
 )
+from dbha.db.base import Upstream
+from dbha.db.fake import FakeCluster, FakeDriver
+from dbha.errors import DbhaError
+from dbha.node.executor import Executor, Parts, Timeouts
 
 T = Timeouts(fence=0.5, db=1.0, wait_replayed=1.0, rejoin=2.0, vip=1.0, fence_peer=1.0)
 

@@ -15,8 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbha.beatpaths import DropCounters, EventKind, PathEvent, PathSet, PathTracker
-from dbha.beatwire import (
+from dbha.beat.paths import DropCounters, EventKind, PathEvent, PathSet, PathTracker
+from dbha.beat.service import round_due
+from dbha.beat.wire import (
     HEADER_LEN,
     MAC_LEN,
     MAGIC,
@@ -34,7 +35,6 @@ from dbha.beatwire import (
     encode_paths,
     verify,
 )
-from dbha.heartbeat import round_due
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from dbha.beatpaths import EventKind
-from dbha.beatwire import Beat, DbSummary, DropReason, Role, encode
-from dbha.heartbeat import (
+from dbha.beat.paths import EventKind
+from dbha.beat.service import (
     HeartbeatError,
     HeartbeatService,
     HeartbeatSnapshot,
     PathConfig,
 )
+from dbha.beat.wire import Beat, DbSummary, DropReason, Role, encode
 
 KEY = b"test-key-not-secret-0123456789ab"
 SERVICE = "pg-main"

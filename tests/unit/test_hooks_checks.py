@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from dbha import sdnotify
-from dbha.checks import CheckState, run_check
 from dbha.config import CheckConfig
-from dbha.hooks import Event, HookRunner
+from dbha.node import sdnotify
+from dbha.node.checkscripts import CheckState, run_check
+from dbha.node.hooks import Event, HookRunner
 
 
 def _script(path: Path, body: str) -> Path:

@@ -16,7 +16,7 @@ import sys
 import pytest
 from pyroute2 import IPRoute
 
-from dbha.ifaddr import (
+from dbha.host.ifaddr import (
     AF_INET,
     IFA_ADDRESS,
     IFADDRMSG,

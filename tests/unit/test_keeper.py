@@ -1,7 +1,7 @@
 """The lease keeper's rules, with the watchdog device behind a fake (pure logic).
 
 This machine has no watchdog device: the device's three operations are the
-:class:`~dbha.keeper.WatchdogDevice` interface, faked here; the keeper's rules
+:class:`~dbha.node.keeper.WatchdogDevice` interface, faked here; the keeper's rules
 (when to fence, when to pet, when to stop petting, when to disarm) are driven
 with a hand-moved clock. The I/O loop is run on a real pipe.
 """
@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 import pytest
 
-from dbha.decide.base import LEASE_FRACTION
-from dbha.keeper import (
+from dbha.core.decide.rules import LEASE_FRACTION
+from dbha.node.keeper import (
     IDLE_WAIT,
     PETS_PER_TIMEOUT,
     FenceOutcome,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from dbha.db.mysqlrows import SemiSync
-from dbha.preflight import Item, exit_code, judge_host, judge_mysql, judge_pg
+from dbha.db.mysql.rows import SemiSync
+from dbha.node.preflight import Item, exit_code, judge_host, judge_mysql, judge_pg
 from tests.unit.test_decide import CFG
 
 SYNC, ASYNC = CFG["fallback"], CFG["async"]

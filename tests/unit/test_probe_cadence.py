@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 
-from dbha.db.base import DbStatus, Role
+from dbha.core.decide import PROBE_FALL, decide
+from dbha.core.model import DbStatus, Decision, NodeRole, NodeState, Observation, Role
 from dbha.db.fake import FakeCluster, FakeDriver
-from dbha.decide import PROBE_FALL, decide
-from dbha.model import Decision, NodeRole, NodeState, Observation
-from dbha.supervisor import DbObserver
+from dbha.node.daemon import DbObserver
 from tests.unit.test_decide import NOW, REPLICA_PEER, heard, make_cfg, primary_db, st
 
 CFG = make_cfg()

@@ -1,14 +1,14 @@
 """What a supervisor carries over a restart of its own process: the pure rules
-(dbha.decide.restart) and the file (dbha.restartmem)."""
+(dbha.core.decide.restart) and the file (dbha.node.restartmem)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dbha import restartmem
-from dbha.decide import decide
-from dbha.decide.restart import Remembered, peer_view, remember, resume
-from dbha.model import NodeRole, NodeState, PeerView
+from dbha.core.decide import decide
+from dbha.core.decide.restart import Remembered, peer_view, remember, resume
+from dbha.core.model import NodeRole, NodeState, PeerView
+from dbha.node import restartmem
 from tests.unit.test_decide import CFG, DEAD, NOW, ann, heard, obs, pos, replica_db, silent, st
 
 R = NodeRole

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from dbha.config import SafetyTarget
-from dbha.safety import (
+from dbha.host.safety import (
     PG_SSL_REQUEST,
     Outcome,
     Probe,

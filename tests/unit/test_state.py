@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbha.model import NodeRole, NodeState
-from dbha.state import (
+from dbha.core.model import NodeRole, NodeState
+from dbha.node.statefile import (
     STATE_FILE,
     StateError,
     decode,

@@ -11,11 +11,19 @@ from typing import Any
 
 import pytest
 
-from dbha.beatpaths import PathSet
-from dbha.db.base import DbStatus, ReplicaInfo, Role
-from dbha.decide import decide
-from dbha.model import NodeRole, NodeState, Observation, Request, RequestKind
-from dbha.supervisor import WAKE_SLACK, _probe_gist, plan_wait, steady
+from dbha.beat.paths import PathSet
+from dbha.core.decide import decide
+from dbha.core.model import (
+    DbStatus,
+    NodeRole,
+    NodeState,
+    Observation,
+    ReplicaInfo,
+    Request,
+    RequestKind,
+    Role,
+)
+from dbha.node.daemon import WAKE_SLACK, _probe_gist, plan_wait, steady
 from tests.unit.test_decide import (
     CFG,
     NOW,

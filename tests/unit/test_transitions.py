@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dbha.model import (
+from dbha.core.model import (
     ACQUIRE_VIP,
     FENCE,
     PROMOTE,
@@ -18,7 +18,7 @@ from dbha.model import (
     NodeState,
     Notify,
 )
-from dbha.transitions import AMBIENT, BEGIN, END, ROWS, TABLE, check, render, splice
+from dbha.core.transitions import AMBIENT, BEGIN, END, ROWS, TABLE, check, render, splice
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"
 R = NodeRole
@@ -111,7 +111,7 @@ def test_render_has_the_diagram_and_every_rule() -> None:
 def test_the_documentation_is_up_to_date() -> None:
     """docs/state-machine.md holds exactly what the table renders today.
 
-    Regenerate with: python -m dbha.transitions docs/state-machine.md
+    Regenerate with: python -m dbha.core.transitions docs/state-machine.md
     """
     doc = DOC.read_text()
     assert splice(doc) == doc

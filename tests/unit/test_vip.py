@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from dbha.garp import (
+from dbha.host.garp import (
     ARP_REPLY,
     ARP_REQUEST,
     BROADCAST,
@@ -23,7 +23,7 @@ from dbha.garp import (
     mac_text,
     parse_arp,
 )
-from dbha.vip import Vip, VipConflict, VipError
+from dbha.host.vip import Vip, VipConflict, VipError
 
 OURS = "02:00:00:00:00:01"
 THEIRS = "02:00:00:00:00:02"

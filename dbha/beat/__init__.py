@@ -1,0 +1,1 @@
+"""Signed UDP heartbeats over every path: wire format, path tracking, service."""

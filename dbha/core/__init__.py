@@ -1,0 +1,1 @@
+"""The pure core: values, the decision rules, the transition table. No I/O."""

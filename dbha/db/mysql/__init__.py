@@ -1,0 +1,1 @@
+"""The MySQL / MariaDB driver (PyMySQL): driver, connection, rejoin, tools."""

@@ -1,0 +1,1 @@
+"""The PostgreSQL driver (psycopg 3): driver, connection, rejoin."""

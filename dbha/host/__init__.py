@@ -1,0 +1,1 @@
+"""The host's network: the VIP, gratuitous ARP, addresses, the safety check."""

@@ -1,0 +1,1 @@
+"""dbha check: one supervision round for cron and Nagios."""

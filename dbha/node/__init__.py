@@ -1,0 +1,1 @@
+"""A running supervisor: its loop, executor, lease keeper, control door, hooks."""
