@@ -130,7 +130,7 @@ def check_cmd(path: str, as_json: bool, report_only: bool) -> None:
     import json
     import logging
 
-    from dbha.monitor.round import check
+    from dbha.monitor.command import check
 
     logging.basicConfig(level=logging.WARNING, format="dbha check: %(levelname)s %(message)s")
     result = check(path, act=not report_only)

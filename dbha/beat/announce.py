@@ -10,8 +10,7 @@ from __future__ import annotations
 from dbha.beat.service import HeartbeatSnapshot
 from dbha.beat.wire import Beat
 from dbha.beat.wire import Role as BeatRole
-from dbha.core.model import Announce, DbStatus, NodeRole, PeerView, Position
-from dbha.db import gtid
+from dbha.core.model import Announce, NodeRole, PeerView, Position
 
 _MAX_FIELD = 1200  # a position longer than a datagram allows is not worth parsing
 
@@ -99,23 +98,3 @@ def peer_view(snap: HeartbeatSnapshot) -> PeerView:
         echo_sent_at=snap.echo_sent_at,
         eligible_at=snap.eligible_at,
     )
-
-
-def lag_units(local: DbStatus, peer: Announce | None) -> int | None:
-    """How far the local replica's received data is behind the peer's announced
-    position: bytes (PostgreSQL, same timeline) or transactions (MySQL/MariaDB).
-    None when it cannot be known (no peer position, another timeline, ...)."""
-    if peer is None or peer.position is None:
-        return None
-    mine = local.received or local.position
-    theirs = peer.position
-    if mine is None or mine.engine != theirs.engine:
-        return None
-    if theirs.lsn is not None and mine.lsn is not None:
-        if theirs.timeline != mine.timeline:
-            return None
-        return max(0, theirs.lsn - mine.lsn)
-    if theirs.gtid is not None:
-        engine = "mysql" if theirs.engine == "mysql" else "mariadb"
-        return gtid.behind(engine, theirs.gtid, mine.gtid or "")
-    return None

@@ -38,6 +38,7 @@ from dbha.beat.wire import (
     new_boot_id,
     verify,
 )
+from dbha.core.timing import round_due
 from dbha.errors import DbhaError
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,6 @@ RECV_IDLE_WAIT = 0.25
 # The thread wakes this long after a path's silence deadline (a path is down only
 # once the deadline has passed; epoll's timeout is whole milliseconds, rounded up).
 DOWN_SLACK = 0.0005
-# A round due within this fraction of the interval is sent at once when a new
-# round of the peer's has just been admitted (never later than its time).
-EARLY_SEND = 0.5
 # What snapshot(counters=False) carries instead of the tallies.
 NO_COUNTERS = DropCounters.of((), {}, {}, {}, {})
 
@@ -126,19 +124,6 @@ class HeartbeatSnapshot:
     eligible_at: float | None  # when we admitted the newest beat announcing eligible
     counters: DropCounters
     events_lost: int  # transitions dropped because nobody drained them
-
-
-def round_due(next_send: float, now: float, interval: float, new_round: bool) -> float:
-    """When our next round goes out, judged just after a wake-up at ``now``: at
-    its time, or at once when the wake-up admitted a newer round of the peer's
-    (``new_round``) and ours is due within EARLY_SEND of an interval. Awake for
-    the peer's round anyway, we send ours rather than wake again for it: the two
-    nodes' rounds fall into step, and one of them wakes once per round instead
-    of twice. Never later than its time; never more than one round per half
-    interval."""
-    if new_round and next_send - now <= interval * EARLY_SEND:
-        return min(now, next_send)
-    return next_send
 
 
 class HeartbeatService:

@@ -11,17 +11,14 @@ One action is implicit in every row whose target is primary, promoting,
 replica or fenced: while the peer is quiet, a leading ``RunSafetyCheck`` (see
 :data:`AMBIENT`).
 
-``docs/state-machine.md`` is rendered from this table (:func:`render`);
-``python -m dbha.core.transitions docs/state-machine.md`` rewrites its generated
-part, and a test checks that it is up to date.
+``docs/state-machine.md`` is rendered from this table (:mod:`dbha.core.tablepage`);
+``scripts/state-machine-doc`` rewrites its generated part, and a test checks
+that it is up to date.
 """
 
 from __future__ import annotations
 
-import itertools
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from dbha.core.model import (
     AcquireVip,
@@ -549,72 +546,3 @@ def check(state: NodeState, decision: Decision) -> str | None:
 
 def _names(actions: tuple[Action, ...]) -> str:
     return "[" + ", ".join(type(a).__name__ for a in actions) + "]"
-
-
-# ---------------------------------------------------------------- rendering
-
-BEGIN = "<!-- BEGIN GENERATED from dbha/core/transitions.py: do not edit by hand -->"
-END = "<!-- END GENERATED -->"
-
-
-def render() -> str:
-    """The generated part of docs/state-machine.md: a Mermaid diagram and the table."""
-    lines = [BEGIN, "", "```mermaid", "stateDiagram-v2", "    [*] --> replica"]
-    edges: dict[tuple[str, str], list[str]] = {}
-    for row in TABLE:
-        for src in row.sources:
-            dst = row.target_for(src)
-            hops = [src, dst] if row.via is None else [src, row.via, dst]
-            for here, there in itertools.pairwise(hops):
-                names = edges.setdefault((here.value, there.value), [])
-                if here is not there and row.rule not in names:
-                    names.append(row.rule)
-    for (frm, to), rules in edges.items():
-        if rules:
-            lines.append(f"    {frm} --> {to} : {', '.join(rules)}")
-    lines += [
-        "```",
-        "",
-        "Every rule, in the order decide() considers them (rows that keep the role are "
-        "left out of the diagram; a promotion passes through `promoting`, persisted with "
-        "the new epoch before the database is promoted, and stays there if a later "
-        "action fails). Actions run in order; `?` marks an action taken only "
-        "when needed. Any row ending in primary, promoting, replica or fenced may also "
-        "start with `RunSafetyCheck` while the peer is quiet.",
-        "",
-        "| rule | from | condition | to | actions | why |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in TABLE:
-        froms = "any" if row.sources == ALL else ", ".join(s.value for s in row.sources)
-        to = "(same)" if row.target is None else row.target.value
-        lines.append(
-            f"| `{row.rule}` | {froms} | {row.condition} | {to} | {row.actions_text()} "
-            f"| {row.reason} |"
-        )
-    lines += ["", END]
-    return "\n".join(lines) + "\n"
-
-
-def splice(document: str) -> str:
-    """``document`` with its generated part replaced by :func:`render`."""
-    head, sep, rest = document.partition(BEGIN)
-    if not sep:
-        raise ValueError("the document has no generated part")
-    _, sep, tail = rest.partition(END)
-    if not sep:
-        raise ValueError("the document's generated part is not closed")
-    return head + render().rstrip("\n") + tail
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m dbha.core.transitions docs/state-machine.md", file=sys.stderr)
-        return 2
-    path = Path(argv[0])
-    path.write_text(splice(path.read_text()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

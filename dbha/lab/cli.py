@@ -16,6 +16,7 @@ from dbha.errors import DbhaError
 from dbha.lab import operator as op
 from dbha.lab import topology as topo
 from dbha.lab.layout import DEFAULT_ROOT
+from dbha.lab.status import render_status
 from dbha.lab.supervisors import START_BY_DEFAULT
 
 
@@ -309,79 +310,3 @@ def demo(c: LabContext) -> None:
     from dbha.lab.demo import Demo
 
     sys.exit(0 if Demo(c.lab(), click.echo).run() else 1)
-
-
-def render_status(st: dict[str, Any]) -> str:
-    sups = {"run": "dbha supervisors", "hold": "stand-in supervisors"}.get(
-        st.get("supervisors") or "", "no supervisors"
-    )
-    out = [
-        f"lab {st['prefix']}: {'healthy' if st['healthy'] else 'NOT healthy'}"
-        f"  ({'sync' if st['sync'] else 'async'} replication, {sups}, "
-        f"{st.get('pairs', 'dbha')}-built pairs, gateway {st['gateway']})"
-    ]
-    out.append("hosts:")
-    for host, h in st["hosts"].items():
-        if not h["exists"]:
-            out.append(f"  {host:3} {h['namespace']:12} MISSING")
-            continue
-        links = "  ".join(
-            f"{n} {','.join(v['addresses']) or '-'} {'up' if v['up'] else 'DOWN'}"
-            for n, v in h["links"].items()
-            if n != "lo"
-        )
-        out.append(f"  {host:3} {h['namespace']:12} {links}")
-    for name, s in st["services"].items():
-        out.append(
-            f"{name} ({s['engine']}): primary {s['primary'] or '?'}, "
-            f"vip {s['vip']}:{s['port']} on {', '.join(s.get('vip_holders', [])) or 'no host'}, "
-            f"database {s['database']}, user {s['user']}"
-        )
-        for host, n in s["nodes"].items():
-            if n["role"] == "primary":
-                reps = (
-                    ", ".join(
-                        f"{r.get('name')}"
-                        + (
-                            f" {r['state']} {r['sync_state']} lag {r['lag_bytes']} B"
-                            if "state" in r
-                            else ""
-                        )
-                        for r in n.get("replicas", [])
-                    )
-                    or "none"
-                )
-                mode = "writable" if n.get("writable") else "READ-ONLY"
-                extra = f"{mode}, at {n.get('position')}, replicas: {reps}"
-            elif n["role"] == "replica":
-                lag = (
-                    f"lag {n['lag_bytes']} B"
-                    if n.get("lag_bytes") is not None
-                    else f"lag {n.get('lag_seconds')} s"
-                )
-                extra = (
-                    f"{'streaming' if n.get('streaming') else 'NOT streaming'} from "
-                    f"{n.get('upstream')}, at {n.get('position')}, {lag}"
-                )
-            else:
-                extra = n.get("error", "")
-            out.append(f"  {host}  {n['role']:8} pid {n.get('pid')}  {extra}")
-            sv = n.get("supervisor") or {}
-            if st.get("supervisors") or sv.get("alive"):
-                state = f"pid {sv.get('pid')}" if sv.get("alive") else "NOT running"
-                said = sv.get("status")
-                if said is not None:
-                    local = said.get("local") or {}
-                    state += f", says: {local.get('summary', json.dumps(local)[:80])}"
-                elif sv.get("status_error"):
-                    state += f", does not answer: {sv['status_error']}"
-                out.append(f"     supervisor {state}  ({sv.get('config')})")
-        proof = s.get("write_proof")
-        if proof:
-            res = f"ok in {proof['seconds']}s" if proof["ok"] else f"FAILED: {proof['error']}"
-            out.append(f"  write proof: {res}")
-    if st["netem"]:
-        out.append("netem: " + ", ".join(st["netem"]))
-    for p in st["problems"]:
-        out.append(f"problem: {p}")
-    return "\n".join(out)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import signal
 import time
@@ -20,6 +19,7 @@ from typing import Any
 from dbha.errors import LabError
 from dbha.lab import net, packages, procs
 from dbha.lab import operator as op
+from dbha.lab import status as labstatus
 from dbha.lab import supervisors as sup
 from dbha.lab import topology as topo
 from dbha.lab.layout import DEFAULT_ROOT, Layout
@@ -28,7 +28,6 @@ from dbha.lab.pg import PgNode, wait_streaming
 from dbha.lab.wait import wait_until
 
 Node = PgNode | MariaNode
-PROOF_TIMEOUT = 10.0
 VIP_TIMEOUT = 30.0  # supervisors just started: bound on the VIPs reaching the primaries
 
 
@@ -535,148 +534,9 @@ class Lab:
     # -- status ---------------------------------------------------------------
 
     def status(self, proof: bool = True) -> dict[str, Any]:
-        problems: list[str] = []
-        have = set(net.lab_namespaces(self.prefix))
-        hosts: dict[str, Any] = {}
-        for host in net.all_hosts():
-            name = net.ns_name(self.prefix, host)
-            entry: dict[str, Any] = {"namespace": name, "exists": name in have}
-            if name in have:
-                entry["links"] = net.links(self.prefix, host)
-            else:
-                problems.append(f"namespace {name} is missing")
-            hosts[host] = entry
-        for host in topo.HOSTS:
-            if not hosts[host]["exists"]:
-                continue
-            for p in topo.host_paths(host):
-                link = hosts[host]["links"].get(p.interface)
-                want = f"{topo.host_address(host, p.name)}/{topo.LAN_PREFIXLEN}"
-                if link is None:
-                    problems.append(f"{host}: interface {p.interface} is missing")
-                elif not link["up"]:
-                    problems.append(f"{host}: {p.interface} ({p.name}) is down")
-                elif want not in link["addresses"]:
-                    problems.append(f"{host}: {p.interface} lacks {want}")
-        meta = self.meta()
-        faults = meta.get("faults", [])
-        for f in faults:
-            problems.append(f"fault active: {f['fault']}")
-        mode = self.supervisor_mode()
-        sups = self.supervisors.statuses(query=mode == "run")
-        services = (
-            {
-                name: self._service_status(name, proof and not faults, problems, mode, sups)
-                for name in topo.SERVICES
-            }
-            if have
-            else {}
-        )
-        return {
-            "prefix": self.prefix,
-            "directory": str(self.dir),
-            "healthy": not problems,
-            "problems": problems,
-            "sync": bool(meta.get("sync", False)),
-            "profile": str(meta.get("profile", "default")),
-            "pairs": self.layout.pairs(),
-            "supervisors": mode,
-            "gateway": topo.GATEWAY,
-            "hosts": hosts,
-            "faults": faults,
-            "netem": net.netem_active(self.dir),
-            "services": services,
-        }
-
-    def _service_status(
-        self,
-        name: str,
-        proof: bool,
-        problems: list[str],
-        mode: sup.Command | None,
-        sups: dict[tuple[str, str], dict[str, Any]],
-    ) -> dict[str, Any]:
-        svc = topo.SERVICES[name]
-        nodes: dict[str, Any] = {}
-        for host in topo.DB_HOSTS:
-            st = self.node(name, host).status()
-            st["address"] = topo.HOSTS[host].lan
-            st["config"] = sups[name, host]["config"]
-            st["supervisor"] = sups[name, host]
-            nodes[host] = st
-        # A read-only primary is a fenced one (a supervisor stopped it serving): it
-        # is out of the pair until it is resynced, not a second primary.
-        heads = [h for h, st in nodes.items() if st["role"] == "primary"]
-        primaries = [h for h in heads if nodes[h].get("writable")]
-        fenced = [h for h in heads if not nodes[h].get("writable")]
-        replicas = [h for h, st in nodes.items() if st["role"] == "replica"]
-        for h, st in nodes.items():
-            if not st["running"]:
-                problems.append(f"{name}: server on {h} is not running")
-            elif st["role"] == "unknown":
-                problems.append(f"{name}: server on {h} does not answer: {st.get('error')}")
-        if len(primaries) != 1:
-            problems.append(
-                f"{name}: {len(primaries)} writable primaries ({', '.join(primaries) or 'none'})"
-            )
-        for h in fenced:
-            problems.append(f"{name}: {h} is a read-only primary (fenced, out of the pair)")
-        for h in replicas:
-            if not nodes[h].get("streaming"):
-                problems.append(f"{name}: replica on {h} is not replicating")
-        holders = self.vip_holders(name)
-        for h, st in nodes.items():
-            s = st["supervisor"]
-            if mode is not None and not s["alive"]:
-                problems.append(f"{name}: supervisor on {h} is not running")
-            elif mode == "run" and s["alive"] and s.get("status") is None:
-                problems.append(f"{name}: supervisor on {h} does not answer: {s['status_error']}")
-        if mode == "run" and len(primaries) == 1 and holders != primaries:
-            problems.append(
-                f"{name}: VIP {svc.vip} is held by {', '.join(holders) or 'nobody'}, "
-                f"not by the primary {primaries[0]}"
-            )
-        result: dict[str, Any] = {
-            "engine": svc.engine,
-            "primary": primaries[0] if len(primaries) == 1 else None,
-            "fenced": fenced,
-            "vip": svc.vip,
-            "vip_holders": holders,
-            "port": svc.port,
-            "database": svc.database,
-            "user": svc.app_user,
-            "password_file": str(self.layout.secret_path(f"{name}-{svc.app_user}")),
-            "heartbeat_port": svc.heartbeat_port,
-            "nodes": nodes,
-        }
-        if proof and len(primaries) == 1 and replicas:
-            result["write_proof"] = self.write_proof(name, primaries[0], replicas)
-            if not result["write_proof"]["ok"]:
-                problems.append(f"{name}: write proof failed: {result['write_proof']['error']}")
-        return result
-
-    def write_proof(self, service: str, primary: str, replicas: list[str]) -> dict[str, Any]:
-        """Write a row on the primary; read it back on each replica within a bound."""
-        token = secrets.token_hex(8)
-        start = time.monotonic()
-        try:
-            self.node(service, primary).write_token(token)
-            for r in replicas:
-                node = self.node(service, r)
-
-                def arrived(node: Node = node) -> bool:
-                    return node.has_token(token)
-
-                wait_until(arrived, PROOF_TIMEOUT, f"{service} row {token} on {r}", interval=0.02)
-        except LabError as exc:
-            return {"ok": False, "token": token, "error": str(exc)}
-        return {
-            "ok": True,
-            "token": token,
-            "seconds": round(time.monotonic() - start, 3),
-            "written_on": primary,
-            "read_on": replicas,
-        }
+        """Hosts, links, servers, supervisors, VIPs and (with ``proof``) a row
+        written on each primary and read back on its replica; every problem named."""
+        return labstatus.gather(self, proof)
 
     # -- exec -----------------------------------------------------------------
 

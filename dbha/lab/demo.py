@@ -39,6 +39,7 @@ from dbha.lab import client as cl
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from dbha.lab.scenario import VipWatch
+from dbha.lab.status import render_status
 from dbha.lab.wait import wait_until
 
 # Bounds of the waits (not expectations of speed).
@@ -163,8 +164,6 @@ class Demo:
         return not self.failed
 
     def up(self) -> None:
-        from dbha.lab.cli import render_status
-
         if self.lab.exists():
             self.head(f"a lab {self.lab.prefix} exists: tearing it down first")
             self.lab.down()

@@ -25,17 +25,17 @@ import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dbha.beat import announce as adapt
 from dbha.config import CheckConfig, Config
+from dbha.config.params import params
 from dbha.core.model import Announce, NodeRole, NodeState
+from dbha.core.params import Params
 from dbha.errors import DbhaError
 from dbha.node.checkscripts import CheckState
-from dbha.node.statefile import write_atomically
+from dbha.node.statefile import announce_doc, announce_from_doc, write_atomically
 
 MEMORY_FILE = "cron-memory.json"
 FORMAT = 1
 MAX_BYTES = 64 * 1024
-BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 # How long a cron round may take from its start to the end of its actions, beyond
 # what its config bounds: cron's own start jitter and the interpreter's start.
@@ -77,28 +77,6 @@ class Memory:
 # ------------------------------------------------------------------ the file
 
 
-def boot_id() -> str:
-    """The kernel's boot id ("" if it cannot be read: then nothing is carried over)."""
-    try:
-        return BOOT_ID_PATH.read_text(encoding="ascii").strip()[:64]
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def announce_doc(a: Announce) -> dict[str, object]:
-    return {
-        "epoch": a.epoch,
-        "role": a.role.value,
-        "db_reachable": a.db_reachable,
-        "db_writable": a.db_writable,
-        "position": adapt.position_text(a.position),
-        "maintenance": a.maintenance,
-        "needs_resync": a.needs_resync,
-        "sync_mark": a.sync_mark,
-        "eligible": a.eligible,
-    }
-
-
 def encode(m: Memory) -> bytes:
     peer = None
     if m.peer is not None:
@@ -131,29 +109,6 @@ def _count(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         return 0
     return min(max(value, 0), 10**6)
-
-
-def announce_from_doc(doc: object) -> Announce | None:
-    if not isinstance(doc, dict):
-        return None
-    role, epoch, mark = doc.get("role"), doc.get("epoch"), doc.get("sync_mark")
-    if role not in {r.value for r in NodeRole} or not isinstance(epoch, int):
-        return None
-    if isinstance(epoch, bool) or not 0 <= epoch < 2**63:
-        return None
-    if mark is not None and (not isinstance(mark, int) or isinstance(mark, bool) or mark < 0):
-        return None
-    flags = {k: doc.get(k) is True for k in ("db_reachable", "db_writable", "maintenance")}
-    position = doc.get("position")
-    return Announce(
-        epoch=epoch,
-        role=NodeRole(str(role)),
-        position=adapt.parse_position(position) if isinstance(position, str) else None,
-        needs_resync=doc.get("needs_resync") is True,
-        sync_mark=mark,
-        eligible=doc.get("eligible") is True,
-        **flags,
-    )
 
 
 def decode(data: bytes, boot: str) -> Memory:
@@ -252,12 +207,12 @@ def cron_deadline_ms(cfg: Config) -> int:
     return cfg.fence.self_fence_deadline_ms + cfg.service.cron_period_ms + round_bound_ms(cfg)
 
 
-def cron_config(cfg: Config) -> Config:
-    """``cfg`` with the self-fence deadline raised to :func:`cron_deadline_ms`: what
-    decide() sees in a cron round (the lease, the wait before a unilateral
-    promotion, the fallback and handover windows all grow with it)."""
-    fence = replace(cfg.fence, self_fence_deadline_ms=cron_deadline_ms(cfg))
-    return replace(cfg, fence=fence)
+def cron_params(cfg: Config) -> Params:
+    """What decide() decides with in a cron round: ``cfg``'s numbers with the
+    self-fence deadline raised to :func:`cron_deadline_ms` (the lease, the wait
+    before a unilateral promotion, the fallback and handover windows all grow
+    with it)."""
+    return params(cfg, self_fence_deadline_ms=cron_deadline_ms(cfg))
 
 
 def continuing(persisted: NodeState, mem: Memory, now: float, probe_failed: bool) -> NodeState:

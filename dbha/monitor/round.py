@@ -1,27 +1,28 @@
-"""``dbha check``: one supervision round, for cron or a monitoring system.
+"""One supervision round of ``dbha check``, for cron or a monitoring system.
 
-:func:`check` first asks this node's supervisor (its control socket). If one
-runs, it only reports what that supervisor sees: the running supervisor acts,
-never the check. If none runs (cron mode), it runs ONE bounded round in this
-process with the supervisor's own parts (:class:`dbha.node.daemon.Supervisor`,
-never started): it sends and hears heartbeats for a listening window, probes
-the database three times, runs the check scripts once, runs the safety check
-when the peer is silent, calls :func:`dbha.core.decide.decide` once, and carries out
+:func:`dbha.monitor.command.check` first asks this node's supervisor (its
+control socket). If one runs, it only reports what that supervisor sees: the
+running supervisor acts, never the check. If none runs (cron mode),
+:func:`run_round` runs ONE bounded round in this process over the node's parts
+(:class:`dbha.node.parts.NodeParts`, the same ones ``dbha run`` builds): it
+sends and hears heartbeats for a listening window, probes the database three
+times, runs the check scripts once, runs the safety check when the peer is
+silent, calls :func:`dbha.core.decide.decide` once, and carries out
 the actions with the executor (unless ``act`` is False: ``--report-only``
 changes nothing, writes no file). Both ways end in the same Nagios mapping
 (:mod:`dbha.monitor.nagios`).
 
 Cron mode's safety rests on two things (docs/operations.md says more):
 
-- the decision uses :func:`dbha.monitor.memory.cron_config`, whose self-fence
+- the decision uses :func:`dbha.monitor.memory.cron_params`, whose self-fence
   deadline covers the cron period plus a whole round: a replica promotes only
   after the primary has been silent for that long, by which time a primary
   that was cut off has run a round of its own and fenced itself;
 - no lease keeper runs: the decision's lease is not handed to anyone and does
   not outlive the round. Between rounds, nothing fences.
 
-Errors never escape :func:`check`: whatever goes wrong is a CRITICAL result
-that says what.
+Errors never escape :func:`run_round`: whatever goes wrong is a CRITICAL
+result that says what.
 """
 
 from __future__ import annotations
@@ -31,8 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from dbha.beat import announce as adapt
@@ -50,139 +50,39 @@ from dbha.core.model import (
     SafetyView,
     Verdict,
 )
-from dbha.errors import ConfigError, DbhaError
+from dbha.errors import DbhaError
 from dbha.monitor import memory as cronstate
 from dbha.monitor.nagios import (
-    Assessment,
     Limits,
-    Status,
     View,
     acting,
     assess,
     view_from_round,
-    view_from_status,
 )
-from dbha.node import statefile
+from dbha.monitor.result import CheckResult, failed, result
+from dbha.node import observe, statefile
 from dbha.node.checkscripts import CheckState, run_check
 from dbha.node.executor import Outcome
+from dbha.node.parts import NodeParts
 
 if TYPE_CHECKING:
     from dbha.host.safety import SafetyResult
-    from dbha.node.daemon import Supervisor
 
 log = logging.getLogger("dbha.check")
-
-ASK_TIMEOUT = 5.0  # bound on asking the local supervisor for its status
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """The outcome of ``dbha check``: the status (its exit code), one line, and a
-    JSON-ready document with the details."""
-
-    status: Status
-    summary: str
-    doc: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def line(self) -> str:
-        return f"DBHA {self.status.name} - {self.summary}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status.name,
-            "code": int(self.status),
-            "summary": self.summary,
-            **self.doc,
-        }
-
-
-def _failed(summary: str, **doc: Any) -> CheckResult:
-    return CheckResult(Status.CRITICAL, " ".join(summary.split())[:1000], {"mode": "error", **doc})
-
-
-def _result(a: Assessment, **doc: Any) -> CheckResult:
-    findings = [{"status": f.status.name, "text": f.text} for f in a.findings]
-    return CheckResult(a.status, a.summary, {"findings": findings, **doc})
-
-
-# ------------------------------------------------------------------- entry
-
-
-def check(path: str, act: bool = True) -> CheckResult:
-    """``dbha check -c PATH``: report from the running supervisor, or run one round."""
-    try:
-        return _check(path, act)
-    except Exception as exc:
-        # A monitoring plugin that dies with a traceback exits 1, which reads as a
-        # mere WARNING: whatever went wrong, say CRITICAL and what it was.
-        log.exception("dbha check failed")
-        return _failed(f"dbha check failed: {type(exc).__name__}: {exc}")
-
-
-def _check(path: str, act: bool) -> CheckResult:
-    from dbha import config
-
-    try:
-        cfg = config.load(path)
-    except ConfigError as exc:
-        return _failed(f"config {path}: " + "; ".join(exc.problems[:3]))
-    status = ask_supervisor(cfg.service.control_socket)
-    if status is not None:
-        return from_supervisor(cfg, status)
-    problems = config.check_files(cfg) + config.missing_files(cfg) + config.unavailable(cfg)
-    if problems:
-        return _failed(f"config {path}: " + "; ".join(problems[:3]))
-    return run_round(cfg, act)
-
-
-def ask_supervisor(socket_path: Path) -> dict[str, Any] | str | None:
-    """The running supervisor's ``status`` reply; None when no supervisor runs (no
-    socket, or a socket nobody listens on); a string saying why when one seems to
-    run but does not answer properly."""
-    from dbha.node.control import ControlError, local_request
-
-    try:
-        reply = local_request(socket_path, {"cmd": "status"}, ASK_TIMEOUT)
-    except ControlError as exc:
-        if isinstance(exc.__cause__, FileNotFoundError | ConnectionRefusedError):
-            return None  # no socket, or one left behind by a supervisor that is gone
-        return str(exc)
-    if not reply.get("ok"):
-        return f"the supervisor answered an error: {reply.get('error')}"
-    return reply
-
-
-def from_supervisor(cfg: Config, reply: dict[str, Any] | str) -> CheckResult:
-    """Report what a running supervisor says (it acts; the check never does)."""
-    if isinstance(reply, str):
-        return _failed(f"{cfg.service.id} on {cfg.node.name}: {reply}", mode="supervisor")
-    limits = Limits.of(cfg)
-    view = view_from_status(reply.get("status"), limits)
-    return _result(
-        assess(view, limits),
-        mode="supervisor",
-        service=cfg.service.id,
-        node=cfg.node.name,
-        acted=False,
-        decision={"rule": view.rule, "reason": view.reason},
-    )
 
 
 def run_round(cfg: Config, act: bool) -> CheckResult:
     """One cron round (see the module docstring). Never raises."""
-    from dbha.node.daemon import Supervisor
-
     started = time.monotonic()
     try:
-        sup = Supervisor(cfg)
+        parts = NodeParts(cfg)
     except (DbhaError, OSError, ValueError) as exc:
-        return _failed(f"{cfg.service.id} on {cfg.node.name}: cannot set up a round: {exc}")
-    rnd = _Round(cfg, sup, act, started)
+        return failed(f"{cfg.service.id} on {cfg.node.name}: cannot set up a round: {exc}")
+    rnd = _Round(cfg, parts, act, started)
     try:
         return rnd.run()
     except DbhaError as exc:  # every part maps its failures to ours
-        return _failed(f"{cfg.service.id} on {cfg.node.name}: round failed: {exc}", mode="round")
+        return failed(f"{cfg.service.id} on {cfg.node.name}: round failed: {exc}", mode="round")
     finally:
         rnd.close()
 
@@ -214,8 +114,15 @@ def _db_doc(st: DbStatus) -> dict[str, Any]:
 
 
 class _Round:
-    def __init__(self, cfg: Config, sup: Supervisor, act: bool, started: float) -> None:
-        self.cfg, self.sup, self.act, self.started = cfg, sup, act, started
+    def __init__(self, cfg: Config, parts: NodeParts, act: bool, started: float) -> None:
+        self.cfg, self.parts, self.act, self.started = cfg, parts, act, started
+        # What the round's events say of this node: the state it decided from.
+        self.state = NodeState()
+        self.executor = parts.executor(
+            save_state=lambda st: statefile.save(cfg.service.state_dir, st),
+            notify=lambda event, detail: parts.notify(self.state, event, detail),
+            start_safety_check=lambda: None,  # the round runs its safety check itself
+        )
         self.interval = cfg.heartbeat.interval_ms / 1000
         self.probe_timeout = cfg.database.statement_timeout_ms / 1000
         # A probe returns within its connect and statement timeouts (the driver's
@@ -232,19 +139,19 @@ class _Round:
 
     def close(self) -> None:
         if self._hb_started:
-            self.sup.heartbeat.stop()
-        self.sup.hooks.stop(self.cfg.hooks.timeout_ms / 1000)
+            self.parts.heartbeat.stop()
+        self.parts.hooks.stop(self.cfg.hooks.timeout_ms / 1000)
         with contextlib.suppress(DbhaError):
-            self.sup.vip.close()
+            self.parts.vip.close()
 
     def _probe(self) -> DbStatus:
-        st = self.sup.driver.probe(self.probe_timeout)
+        st = self.parts.driver.probe(self.probe_timeout)
         self.probes.append(st)
         return st
 
     def _vip_held(self) -> bool:
         try:
-            return self.sup.vip.holds_vip()
+            return self.parts.vip.holds_vip()
         except DbhaError as exc:
             self.errors.append(f"cannot read the VIP: {exc}")
             return False
@@ -252,13 +159,13 @@ class _Round:
     def say(self, state: NodeState, local: DbStatus) -> None:
         obs = Observation(now=time.monotonic(), local=local, peer=PeerView())
         fields = adapt.beat_fields(announce(state, obs))
-        self.sup.heartbeat.update_status(**fields)  # type: ignore[arg-type]
+        self.parts.heartbeat.update_status(**fields)  # type: ignore[arg-type]
 
     # -- the round
 
     def run(self) -> CheckResult:
-        cfg, sup = self.cfg, self.sup
-        boot = cronstate.boot_id()
+        cfg, parts = self.cfg, self.parts
+        boot = statefile.boot_id()
         mem = cronstate.load(cfg.service.state_dir, boot)
         loaded = statefile.load(cfg.service.state_dir)
         # The database is probed on its own thread (now and halfway through the
@@ -271,25 +178,25 @@ class _Round:
             first is not None and first.role is Role.PRIMARY and first.writable
         )
         state = cronstate.continuing(persisted, mem, self.started, False)
-        sup.state = state
+        self.state = state
         prober.say_as(state)
         try:
-            sup.heartbeat.start()
+            parts.heartbeat.start()
         except DbhaError as exc:
-            return _failed(
+            return failed(
                 f"{cfg.service.id} on {cfg.node.name}: cannot send heartbeats ({exc}); "
                 "is a supervisor or another round running?",
                 mode="round",
             )
         self._hb_started = True
         if self.act:
-            sup.hooks.start()
+            parts.hooks.start()
         checks = self._start_checks()
         self._listen(prober)
         # The round judges the peer as it stood when the listening ended (it may end
         # its own round while a slow probe here still runs); a silent peer is judged
         # after the safety check, from a fresh look.
-        snap = sup.heartbeat.snapshot()
+        snap = parts.heartbeat.snapshot()
         earlier = prober.done(2 * self.probe_bound)
         local = self._probe()
         self.say(state, local)
@@ -303,34 +210,27 @@ class _Round:
         safety = None
         if snap.peer_silent:
             at = time.monotonic()
-            safety_result = sup.safety.run()
+            safety_result = parts.safety.run()
             safety = SafetyView(Verdict(safety_result.verdict.value), at)
-            snap = sup.heartbeat.snapshot()
+            snap = parts.heartbeat.snapshot()
         peer = self._peer(snap, mem)
-        # A primary whose database died announces no position: judge the lag
-        # against the newest position the peer ever announced.
-        ref = peer.last
-        if (ref is None or ref.position is None) and mem.peer is not None:
-            ref = (
-                mem.peer.announce
-                if ref is None
-                else ref._replace(position=mem.peer.announce.position)
-            )
         # The fence timer of cron mode is the next round, which the raised deadline
-        # of cron_config() waits for: keeper_ok says the deadline is enforced.
-        obs = Observation(
-            now=snap.at,
-            local=local,
-            peer=peer,
+        # of cron_params() waits for: keeper_ok says the deadline is enforced. The
+        # lag is judged against the newest position the peer ever announced (a
+        # primary whose database died announces none).
+        obs = observe.observation(
+            snap.at,
+            local,
+            peer,
+            newest=None if mem.peer is None else mem.peer.announce,
             vip_held=self._vip_held(),
             safety=safety,
-            lag_units=adapt.lag_units(local, ref),
             checks_ok=all(c.passing for c in check_states),
             keeper_ok=True,
-            covers=sup.driver.covers,
+            covers=parts.driver.covers,
             wall=time.time(),
         )
-        d = decide(state, obs, cronstate.cron_config(cfg))
+        d = decide(state, obs, cronstate.cron_params(cfg))
         if (
             snap.last_beat is not None
             and mem.peer is not None
@@ -389,7 +289,7 @@ class _Round:
         """Beat and listen: until every path is up and the peer echoes us (then a
         little longer, so that the peer's round hears us too), or the window passes
         with nothing heard, or twice the window with the peer only partly heard."""
-        hb = self.sup.heartbeat
+        hb = self.parts.heartbeat
         window = cronstate.listen_window(self.cfg)
         t0 = time.monotonic()
         prober.again_at(t0 + window / 2)
@@ -423,7 +323,7 @@ class _Round:
         """Run the actions; persist the next state when they all succeeded and a
         persisted field changed (or no state file existed yet). When one failed, the
         state is what a PersistState before it made permanent, else unchanged."""
-        out = self.sup.executor.run(d.actions)
+        out = self.executor.run(d.actions)
         if not out.ok:
             self.errors.append(f"{type(out.failed).__name__} failed: {out.error}")
             return (out.persisted if out.persisted is not None else state), out
@@ -525,7 +425,7 @@ class _Round:
         }
         if mem.note:
             doc["memory_note"] = mem.note
-        return _result(replace(a, summary=summary[:1000]), **doc)
+        return result(replace(a, summary=summary[:1000]), **doc)
 
 
 class _Prober:
@@ -557,7 +457,7 @@ class _Prober:
         self._one()
 
     def _one(self) -> None:
-        st = self._rnd.sup.driver.probe(self._rnd.probe_timeout)
+        st = self._rnd.parts.driver.probe(self._rnd.probe_timeout)
         with self._lock:
             self._results.append(st)
             state = self._state
@@ -605,10 +505,4 @@ def _announce_doc(a: Announce) -> dict[str, Any]:
     }
 
 
-__all__ = [
-    "CheckResult",
-    "ask_supervisor",
-    "check",
-    "from_supervisor",
-    "run_round",
-]
+__all__ = ["run_round"]

@@ -18,14 +18,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dbha.beat import announce as adapt
-from dbha.beat.service import HeartbeatService, PathConfig
 from dbha.config import Config
-from dbha.core.decide import SAFETY_NOTE, announce, decide, lease_until, params, restart
+from dbha.core.decide import announce, decide, lease_until, restart
 from dbha.core.model import (
     Announce,
     DbStatus,
@@ -43,37 +41,25 @@ from dbha.core.model import (
     RequestKind,
     Role,
     RunSafetyCheck,
-    SafetyView,
     SetSynchronous,
     Unfence,
-    Verdict,
 )
-from dbha.db.base import DatabaseDriver
-from dbha.db.factory import local_driver, upstream
+from dbha.core.timing import gist, plan_wait, steady
 from dbha.errors import DbhaError
-from dbha.host.safety import SafetyCheck
-from dbha.node import restartmem, sdnotify, statefile
-from dbha.node.checkscripts import CheckRunner
+from dbha.node import observe, restartmem, sdnotify, statefile
+from dbha.node.alerts import Alerts
 from dbha.node.control import LocalControlServer, PeerControlServer
-from dbha.node.executor import Executor, Parts, Timeouts
-from dbha.node.hooks import Event, HookRunner
+from dbha.node.parts import NodeParts
+from dbha.node.safetyloop import SafetyRunner
 
 log = logging.getLogger("dbha")
 
-# How long a RunSafetyCheck action keeps the safety thread checking (seconds).
-SAFETY_ARMED_FOR = 2.0
-# Safety checks in flight at once while the peer is silent (see _safety_loop).
-SAFETY_IN_FLIGHT = 3
-# How often an idle safety thread looks at the heartbeat itself (seconds).
-SAFETY_IDLE_POLL = 0.5
 # Actions after which the local database's status must be probed again at once.
 _CHANGES_DB = (Fence, Unfence, Promote, Follow, Rejoin, SetSynchronous, PrepareReplica)
 # Roles that serve writes under a lease.
 SERVING_ROLES = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 # A serving node's actions stop this long before its lease ends (seconds).
 LEASE_MARGIN = 0.1
-# A tick asked for at a wait's end (Decision.wake_at) runs this long after it.
-WAKE_SLACK = 0.002
 # In a steady state (see steady()) the loop ticks this many heartbeat intervals
 # apart, but never more than this fraction of the self-fence deadline (the lease
 # it renews is 0.85 of it), and at once on news: a path going up or down, a beat
@@ -86,21 +72,6 @@ STEADY_DEADLINE_FRACTION = 0.25
 MEMORY_EVERY = 0.2
 # An operator's request must be taken by the loop within this (seconds).
 REQUEST_TAKEN_WITHIN = 10.0
-# An alert that stays on is logged again this often (seconds).
-ALERT_REPEAT = 30.0
-# Events an operator must see: logged as warnings.
-_LOUD_EVENTS = frozenset(
-    {
-        "path_down",
-        "peer_silent",
-        "heartbeats_broken",
-        "fenced",
-        "failover_refused",
-        "resync_needed",
-        "sync_fallback",
-        "check_failed",
-    }
-)
 
 
 @dataclass
@@ -112,145 +83,36 @@ class _Pending:
     answer: str | None = None
 
 
-class DbObserver:
-    """Probes the local database on its own thread, one probe every ``every``
-    seconds (``database.probe_interval_ms``: a cadence of its own, usually rarer
-    than ticks); ``latest`` never blocks.
-
-    Each answer is stamped with the time it arrived (``Observation.probe_at``), so
-    the core counts a failed probe once however many ticks see it. When no answer
-    has come for longer than a probe may take (``timeout`` plus three intervals),
-    ``latest_probe`` says the database is unreachable itself, stamped anew each
-    interval that passes without an answer: a probe that never returns still
-    counts as one more failed probe per interval.
-    """
-
-    def __init__(
-        self, driver: DatabaseDriver, every: float, timeout: float, retry_every: float | None = None
-    ) -> None:
-        self.driver, self.every, self.timeout = driver, every, timeout
-        # After a failed probe the next comes this soon (the tick interval): a dead
-        # database is noticed in PROBE_FALL quick probes, not PROBE_FALL intervals;
-        # and a probe that does not answer is counted on this cadence too.
-        self.retry_every = every if retry_every is None else min(every, retry_every)
-        self._latest: tuple[DbStatus, float] | None = None
-        # Called when a probe's answer differs from the last one in more than its
-        # positions and lag figures (see _probe_gist).
-        self.on_change: Callable[[], None] | None = None
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="dbha-db", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def probe_once(self) -> DbStatus:
-        st = self.driver.probe(self.timeout)
-        with self._lock:
-            before = self._latest
-            self._latest = (st, time.monotonic())
-        if self.on_change is not None and (
-            before is None or _probe_gist(before[0]) != _probe_gist(st)
-        ):
-            self.on_change()
-        return st
-
-    def latest(self, now: float) -> DbStatus | None:
-        """The newest probe, or an unreachable status if probes stopped answering."""
-        got = self.latest_probe(now)
-        return None if got is None else got[0]
-
-    def latest_probe(self, now: float) -> tuple[DbStatus, float] | None:
-        """``latest`` with the time the probe was taken (see the class)."""
-        with self._lock:
-            got = self._latest
-        if got is None:
-            return None
-        at = got[1]
-        late = now - at
-        step = self.retry_every
-        if late > self.stale_after:
-            missed = at + step * math.floor(late / step)
-            return DbStatus.unreachable(f"no probe answer for {late:.1f}s"), missed
-        return got
-
-    @property
-    def stale_after(self) -> float:
-        """How long after the last answer, with no newer one, ``latest_probe`` says
-        unreachable: longer than a probe may take."""
-        return self.timeout + 3 * self.retry_every
-
-    def overdue_at(self) -> float | None:
-        """When ``latest_probe`` starts saying unreachable if no answer comes first
-        (None: no answer yet): a time the loop must tick at, as nothing else tells it."""
-        with self._lock:
-            got = self._latest
-        return None if got is None else got[1] + self.stale_after
-
-    def next_wait(self, st: DbStatus) -> float:
-        """How long after a probe with status ``st`` the next one starts."""
-        return self.every if st.reachable else self.retry_every
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            started = time.monotonic()
-            st = self.probe_once()
-            self._stop.wait(max(0.0, self.next_wait(st) - (time.monotonic() - started)))
-
-
 class Supervisor:
     def __init__(self, cfg: Config, *, json_log: bool = False) -> None:
         self.cfg = cfg
+        self.parts = parts = NodeParts(cfg)
+        self.params = parts.params
         self.json_log = json_log or cfg.log.format == "json"
         hb = cfg.heartbeat
-        self.interval = hb.interval_ms / 1000
-        self.key = hb.key_file.read_bytes().strip()
-        self.driver = local_driver(cfg)
-        self.heartbeat = HeartbeatService(
-            paths=[
-                PathConfig(p.name, str(p.local_address), str(p.peer_address), p.port)
-                for p in hb.paths
-            ],
-            key=self.key,
-            service=cfg.service.id,
-            node=cfg.node.name,
-            peer=cfg.peer.name,
-            interval_ms=hb.interval_ms,
-            misses=hb.misses,
-            rise=hb.rise,
+        self.interval = parts.interval
+        self.key = parts.key
+        self.driver = parts.driver
+        self.heartbeat = parts.heartbeat
+        self.observer = parts.observer
+        self.checks = parts.checks
+        self.hooks = parts.hooks
+        self.safety = parts.safety
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # news: tick now rather than at the period's end
+        self.safety_runner = SafetyRunner(
+            parts.safety,
+            parts.heartbeat,
+            self.interval,
+            cfg.safety.timeout_ms / 1000,
+            stop=self._stop,
+            wake=self._wake,
         )
-        self.observer = DbObserver(
-            self.driver,
-            cfg.database.probe_interval_ms / 1000,
-            cfg.database.statement_timeout_ms / 1000,
-            retry_every=self.interval,
-        )
-        self.checks = CheckRunner(cfg.checks)
-        self.hooks = HookRunner(cfg.hooks.on_event, cfg.hooks.timeout_ms / 1000)
-        self.safety = SafetyCheck.from_config(cfg)
-        self._safety_view: SafetyView | None = None
-        self._safety_armed_until = 0.0
-        self._safety_wake = threading.Event()
-        self._safety_lock = threading.Lock()
-        self._last_verdict = ""
-        from dbha.host.vip import Vip
-
-        self.vip = Vip.from_config(cfg.vip)
-        self.executor = Executor(
-            Parts(
-                driver=self.driver,
-                vip=self.vip,
-                upstream=upstream(cfg),
-                save_state=self._save_state,
-                notify=self._notify,
-                start_safety_check=self._start_safety_check,
-                fence_peer=self._fence_peer,
-                set_synchronous=self._set_synchronous,
-            ),
-            Timeouts.of(cfg),
+        self.vip = parts.vip
+        self.executor = parts.executor(
+            save_state=self._save_state,
+            notify=self._notify,
+            start_safety_check=self.safety_runner.arm,
         )
         self.state = NodeState()
         self._saved: tuple[object, ...] | None = None  # persisted fields as last saved
@@ -259,8 +121,6 @@ class Supervisor:
         self.last: Decision | None = None
         self.last_obs: Observation | None = None
         self._requests: queue.Queue[_Pending] = queue.Queue(maxsize=16)
-        self._stop = threading.Event()
-        self._wake = threading.Event()  # news: tick now rather than at the period's end
         self.heartbeat.on_news = self.observer.on_change = self.checks.on_change = self._wake.set
         self._prev: Decision | None = None  # the decision before self.last
         hb_s = self.interval
@@ -280,7 +140,6 @@ class Supervisor:
         self._ready = False
         self._sd = sdnotify.enabled()  # NOTIFY_SOCKET does not change while we run
         self._started_at = time.monotonic()
-        self._alerts: dict[str, tuple[str, float]] = {}  # name -> (text, last logged)
         # Since when (monotonic) the local primary's commits wait with no synchronous
         # standby connected (None: they do not).
         self._blocked_since: float | None = None
@@ -291,7 +150,7 @@ class Supervisor:
         self._mem_key: object = None
         self._mem_at = -math.inf
         self._mem_peer: PeerView | None = None
-        self._refusing_since: float | None = None
+        self.alerts = Alerts(cfg, self._notify)
 
     # -- life cycle -----------------------------------------------------------
 
@@ -339,7 +198,7 @@ class Supervisor:
         self.hooks.start()
         self._local.start()
         self._peer_door.start()
-        threading.Thread(target=self._safety_loop, name="dbha-safety", daemon=True).start()
+        threading.Thread(target=self.safety_runner.loop, name="dbha-safety", daemon=True).start()
         self._notify("started", f"as {self.state.role.value}")
 
     def _preflight(self) -> None:
@@ -406,7 +265,7 @@ class Supervisor:
         obs = self.last_obs
         return (
             obs is not None
-            and not self._alerts
+            and not self.alerts.active
             and steady(self._prev, d, before, obs, len(self.cfg.heartbeat.paths))
         )
 
@@ -420,13 +279,15 @@ class Supervisor:
         peer = restart.peer_view(adapt.peer_view(snap), self._memory)
         probed = self.observer.latest_probe(now)
         local, probe_at = probed or (DbStatus.unreachable("not probed yet"), None)
-        return Observation(
-            now=now,
-            local=local,
-            peer=peer,
+        if peer.last is not None and peer.last.position is not None:
+            self._peer_announced = peer.last
+        return observe.observation(
+            now,
+            local,
+            peer,
+            newest=self._peer_announced,
             vip_held=self.vip.holds_vip(),
-            safety=self._safety_view,
-            lag_units=adapt.lag_units(local, self._newest_peer_position(peer)),
+            safety=self.safety_runner.view,
             checks_ok=self.checks.all_passing(),
             keeper_ok=self._keeper is not None and self._keeper.poll() is None,
             request=request,
@@ -435,17 +296,6 @@ class Supervisor:
             probe_at=probe_at,
         )
 
-    def _newest_peer_position(self, peer: PeerView) -> Announce | None:
-        """The peer's last beat, with the newest position it ever announced: a primary
-        whose database died announces none, and the lag must still be judged against
-        what it had."""
-        last = peer.last
-        if last is not None and last.position is not None:
-            self._peer_announced = last
-        if last is None or last.position is not None or self._peer_announced is None:
-            return last
-        return last._replace(position=self._peer_announced.position)
-
     def tick(self) -> Decision:
         pending = self._next_request()
         if pending is not None:
@@ -453,7 +303,7 @@ class Supervisor:
         obs = self.observe(pending.request if pending else None)
         for ev in self.heartbeat.drain_events():
             self._notify(ev.kind.value, ev.path or "")
-        d = decide(self.state, obs, self.cfg)
+        d = decide(self.state, obs, self.params)
         if not obs.local.commits_blocked:
             self._blocked_since = None
         elif self._blocked_since is None:
@@ -479,7 +329,7 @@ class Supervisor:
             if d.actions and self.state.role in SERVING_ROLES:
                 # The actions (a promotion: replay, promote, VIP) took time: the lease
                 # from the evidence gathered meanwhile may reach further.
-                fresh = lease_until(params(self.cfg), self.observe())
+                fresh = lease_until(self.params, self.observe())
                 if fresh is not None and (lease is None or fresh > lease):
                     lease = fresh
             self._lease(lease)
@@ -500,7 +350,7 @@ class Supervisor:
         self._remember(obs)
         self.heartbeat.update_status(**adapt.beat_fields(announce(self.state, obs)))  # type: ignore[arg-type]
         self._log(d, obs, out.error if not out.ok else "")
-        self._raise_alerts(obs, d)
+        self.alerts.update(obs, d, self._started_at)
         self._prev = self.last
         self.last, self.last_obs = d, obs
         self._systemd(obs)
@@ -563,125 +413,8 @@ class Supervisor:
         except OSError:
             log.error("lease keeper does not listen any more")
 
-    def _start_safety_check(self) -> None:
-        """Ask for safety checks now and for a while (the core asks when the peer is
-        quiet); the safety thread also keeps checking on its own while the peer is
-        silent, so a lone primary's lease is renewed even while this loop is busy."""
-        self._safety_armed_until = time.monotonic() + SAFETY_ARMED_FOR
-        self._safety_wake.set()
-
-    def _safety_loop(self) -> None:
-        # Checks overlap: while the peer is silent a new one starts every
-        # SAFETY_STAGGER (at most SAFETY_IN_FLIGHT at once), so a fresh verdict lands
-        # that often even though each check may take its whole timeout (the peer's
-        # probes time out when it is dead). A lone primary's lease rests on them.
-        every = max(self.interval, self.cfg.safety.timeout_ms / 1000 / SAFETY_IN_FLIGHT)
-        slots = threading.BoundedSemaphore(SAFETY_IN_FLIGHT)
-        while not self._stop.is_set():
-            now = time.monotonic()
-            silent = self.heartbeat.snapshot(now, counters=False).peer_silent
-            if not (silent or now < self._safety_armed_until):
-                # idle: the core's request (RunSafetyCheck) sets the event at once;
-                # this poll is only the backstop for a loop too busy to ask
-                self._safety_wake.wait(max(self.interval, SAFETY_IDLE_POLL))
-                self._safety_wake.clear()
-                continue
-            if slots.acquire(timeout=self.interval):
-                threading.Thread(
-                    target=self._one_safety_check, args=(slots,), name="dbha-safety", daemon=True
-                ).start()
-            self._stop.wait(every)
-
-    def _one_safety_check(self, slots: threading.BoundedSemaphore) -> None:
-        try:
-            started = time.monotonic()
-            result = self.safety.run()
-            with self._safety_lock:
-                current = self._safety_view
-                if current is None or started > current.at:  # the newest start wins
-                    self._safety_view = SafetyView(Verdict(result.verdict.value), started)
-            self._wake.set()
-            log.debug("safety check started %.3f: %s", started, result.verdict.value)
-            if result.verdict.value != self._last_verdict:
-                log.info("safety check: %s (%s)", result.verdict.value, result.reason)
-                self._last_verdict = result.verdict.value
-        finally:
-            slots.release()
-
-    def _fence_peer(self, timeout: float) -> None:
-        cmd = self.cfg.fence.command
-        if cmd:
-            from dbha import proc
-
-            proc.run(list(cmd), timeout=timeout)
-
-    def _set_synchronous(self, on: bool, timeout: float) -> None:
-        self.driver.set_synchronous(on, timeout)
-
-    def _raise_alerts(self, obs: Observation, d: Decision) -> None:
-        """Conditions an operator must act on (nothing fails over for them): logged as
-        warnings when they start and every ALERT_REPEAT seconds while they last, with
-        a hook event; shown by ``dbha status``."""
-        now: dict[str, str] = {}
-        peer, safety = obs.peer, obs.safety
-        settled = obs.now - self._started_at > 2 * self.cfg.heartbeat.peer_silent_after_ms / 1000
-        if (
-            settled  # at start the peer is silent until its first beats arrive
-            and peer.silent
-            and safety is not None
-            and safety.verdict is Verdict.PEER_ALIVE_HEARTBEAT_BROKEN
-            and (peer.heard_at is None or safety.at > peer.heard_at)
-        ):
-            now["heartbeats_broken"] = (
-                f"every heartbeat path to {self.cfg.peer.name} is silent but its database "
-                "answers: the heartbeats are broken, not the peer; no failover will happen "
-                "until they work again (check the heartbeat paths, ports and key)"
-            )
-        # The peer is dead, yet this replica does not promote (its data, maintenance,
-        # ...): longer than a failover takes, that needs an operator.
-        refusing = (
-            d.rule == "failover-blocked"
-            and safety is not None
-            and safety.verdict is Verdict.PEER_DEAD
-        )
-        if not refusing:
-            self._refusing_since = None
-        elif self._refusing_since is None:
-            self._refusing_since = obs.now
-        elif obs.now - self._refusing_since > 2 * self.cfg.fence.self_fence_deadline_ms / 1000:
-            now["failover_refused"] = (
-                f"{self.cfg.peer.name} is dead but this node does not take over: "
-                f"{_gist(d)[1]}. An operator who accepts the loss can force it: "
-                f"dbha failover -c {self.cfg.source} --to {self.cfg.node.name} --force"
-            )
-        for name, text in now.items():
-            seen = self._alerts.get(name)
-            if seen is None:
-                self._notify(name, text)  # logged as a warning
-                self._alerts[name] = (text, obs.now)
-            elif obs.now - seen[1] >= ALERT_REPEAT:
-                log.warning("still %s: %s", name, text)
-                self._alerts[name] = (text, obs.now)
-        for name in [n for n in self._alerts if n not in now]:
-            del self._alerts[name]
-            if name == "heartbeats_broken":
-                self._notify("heartbeats_restored", f"{self.cfg.peer.name} is heard again")
-
     def _notify(self, event: str, detail: str) -> None:
-        st = self.state
-        ev = Event(
-            event,
-            self.cfg.service.id,
-            self.cfg.node.name,
-            self.cfg.peer.name,
-            st.epoch,
-            st.role.value,
-            time.time(),
-            detail,
-        )
-        self.hooks.fire(ev)
-        level = logging.WARNING if event in _LOUD_EVENTS else logging.INFO
-        log.log(level, "event %s%s", event, f": {detail}" if detail else "")
+        self.parts.notify(self.state, event, detail)
 
     def _next_request(self) -> _Pending | None:
         if self._requests.empty():  # the usual case, without raising queue.Empty
@@ -696,7 +429,7 @@ class Supervisor:
         repeats the last one, or only asks for another safety check, is not logged."""
         prev = self.last
         acting = [a for a in d.actions if not isinstance(a, RunSafetyCheck)]
-        if acting or error or prev is None or _gist(prev) != _gist(d):
+        if acting or error or prev is None or gist(prev) != gist(d):
             if self.json_log:
                 log.info(
                     json.dumps(
@@ -829,98 +562,14 @@ class Supervisor:
             # the loop's current period: the steady one while nothing happens
             "tick_every_ms": round(self.ticking_every * 1000),
             "keeper_alive": self._keeper is not None and self._keeper.poll() is None,
-            "alerts": {name: text for name, (text, _) in self._alerts.items()},
+            "alerts": self.alerts.texts(),
             "summary": self.summary(),
         }
-
-
-def plan_wait(
-    next_tick: float,
-    began: float,
-    now: float,
-    period: float,
-    d: Decision,
-    steady: bool,
-    overdue_at: float | None,
-) -> tuple[float, float]:
-    """The loop's next planned tick and how long to wait for it, after a tick that
-    began at ``began`` and decided ``d``.
-
-    The period runs from the planned tick before (``next_tick``), or afresh from
-    ``began`` when news woke the loop early; a slow tick is followed at once,
-    without catching up in a burst. A time within the wait at which something
-    changes with nothing to announce it ends the wait just after it: the end of a
-    wait of the decision (``d.wake_at``) and, in a steady state (where the period
-    is long), ``overdue_at`` (the probe's answer goes stale) and the lease's end.
-    """
-    next_tick = min(next_tick + period, began + period)
-    delay = next_tick - now
-    if delay < 0:
-        return now, 0.0
-    wakes = [d.wake_at, overdue_at, d.lease_until] if steady else [d.wake_at]
-    soon = [at for at in wakes if at is not None and now < at < now + delay]
-    if soon:
-        delay = min(soon) - now + WAKE_SLACK
-        next_tick = now + delay
-    return next_tick, delay
-
-
-def steady(
-    prev: Decision | None, d: Decision, before: NodeState, obs: Observation, paths: int
-) -> bool:
-    """Nothing is happening and nothing is on its way: the same decision as the
-    tick before, no action, no wait ending, the state unchanged, a primary and a
-    replica that each see the other whole (every path up, databases answering),
-    no failed probe counted, no request. Then the loop may tick at its steady
-    period; anything else keeps it at the heartbeat interval."""
-    role = before.role
-    partner = {NodeRole.PRIMARY: NodeRole.REPLICA, NodeRole.REPLICA: NodeRole.PRIMARY}.get(role)
-    last = obs.peer.last
-    return (
-        partner is not None
-        and prev is not None
-        and _gist(prev) == _gist(d)
-        and not d.actions
-        and d.wake_at is None
-        and d.next_state == before
-        and before.db_fails == 0
-        and before.dead_since is None
-        and not before.switching
-        and obs.request is None
-        and obs.local.reachable
-        and obs.checks_ok
-        and obs.keeper_ok
-        and obs.peer.paths_up == paths
-        and last is not None
-        and last.role is partner
-        and last.db_reachable
-        and not last.needs_resync
-    )
-
-
-def _probe_gist(st: DbStatus) -> tuple[object, ...]:
-    """What of a probe is news when it changes: all but positions and lag figures."""
-    return (
-        st.reachable,
-        st.role,
-        st.writable,
-        st.streaming,
-        st.upstream,
-        st.sync_replication,
-        bool(st.sync_waiting),
-        tuple((r.name, r.state, r.sync) for r in st.replicas),
-        st.error is None,
-    )
 
 
 def _persisted(st: NodeState) -> tuple[object, ...]:
     """The fields the state file keeps (dbha.node.statefile.encode), to tell a change cheaply."""
     return (st.role, st.epoch, st.needs_resync, st.maintenance, st.last_failover, st.sync_mark)
-
-
-def _gist(d: Decision) -> tuple[str, str]:
-    """A decision's rule and reason without the note that a safety check was asked."""
-    return d.rule, d.reason.removesuffix(SAFETY_NOTE)
 
 
 def run(cfg: Config, json_log: bool = False) -> int:

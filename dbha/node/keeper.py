@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import NamedTuple, Protocol
 
 from dbha import config
-from dbha.core.decide.rules import LEASE_FRACTION
+from dbha.core.params import LEASE_FRACTION
 from dbha.errors import DbhaError
 
 IDLE_WAIT = 1.0  # seconds between looks at the clock when nothing is due

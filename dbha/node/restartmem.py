@@ -18,8 +18,13 @@ from pathlib import Path
 
 from dbha.core.decide.restart import Remembered
 from dbha.core.model import NodeRole, PeerView
-from dbha.monitor.memory import BOOT_ID_PATH, announce_doc, announce_from_doc, boot_id
-from dbha.node.statefile import write_atomically
+from dbha.node.statefile import (
+    BOOT_ID_PATH,
+    announce_doc,
+    announce_from_doc,
+    boot_id,
+    write_atomically,
+)
 
 MEMORY_FILE = "supervisor-memory.json"
 FORMAT = 1

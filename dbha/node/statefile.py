@@ -25,7 +25,8 @@ import math
 import os
 from pathlib import Path
 
-from dbha.core.model import PERSISTED, NodeRole, NodeState
+from dbha.beat import announce as adapt
+from dbha.core.model import PERSISTED, Announce, NodeRole, NodeState
 from dbha.errors import DbhaError
 
 STATE_FILE = "node-state.json"
@@ -186,3 +187,56 @@ def save(state_dir: Path, state: NodeState) -> None:
         write_atomically(state_dir, STATE_FILE, encode(state))
     except OSError as exc:
         raise StateError(f"{path}: cannot save the node state: {exc.strerror or exc}") from None
+
+
+# ------------------------------------------------- what the memory files share
+# The supervisor's memory (dbha.node.restartmem) and the cron round's
+# (dbha.monitor.memory) stamp their monotonic times with the boot id and keep
+# the peer's last announce in the same form.
+
+BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    """The kernel's boot id ("" if it cannot be read: then nothing is carried over)."""
+    try:
+        return BOOT_ID_PATH.read_text(encoding="ascii").strip()[:64]
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def announce_doc(a: Announce) -> dict[str, object]:
+    return {
+        "epoch": a.epoch,
+        "role": a.role.value,
+        "db_reachable": a.db_reachable,
+        "db_writable": a.db_writable,
+        "position": adapt.position_text(a.position),
+        "maintenance": a.maintenance,
+        "needs_resync": a.needs_resync,
+        "sync_mark": a.sync_mark,
+        "eligible": a.eligible,
+    }
+
+
+def announce_from_doc(doc: object) -> Announce | None:
+    if not isinstance(doc, dict):
+        return None
+    role, epoch, mark = doc.get("role"), doc.get("epoch"), doc.get("sync_mark")
+    if role not in {r.value for r in NodeRole} or not isinstance(epoch, int):
+        return None
+    if isinstance(epoch, bool) or not 0 <= epoch < 2**63:
+        return None
+    if mark is not None and (not isinstance(mark, int) or isinstance(mark, bool) or mark < 0):
+        return None
+    flags = {k: doc.get(k) is True for k in ("db_reachable", "db_writable", "maintenance")}
+    position = doc.get("position")
+    return Announce(
+        epoch=epoch,
+        role=NodeRole(str(role)),
+        position=adapt.parse_position(position) if isinstance(position, str) else None,
+        needs_resync=doc.get("needs_resync") is True,
+        sync_mark=mark,
+        eligible=doc.get("eligible") is True,
+        **flags,
+    )

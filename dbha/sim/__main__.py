@@ -8,7 +8,8 @@ import sys
 import time
 from collections.abc import Iterator
 
-from dbha.sim.runner import Result, run_seed
+from dbha.sim.runner import run_seed
+from dbha.sim.world import Result
 
 CHUNK = 250
 

@@ -1,8 +1,8 @@
-"""The invariants of DESIGN.md, checked after every simulated step.
+"""The invariants of docs/design.md, checked after every simulated step.
 
 1. **No two writers**: at no instant do two nodes both accept writes (hold the
    VIP, have a writable database, and can acknowledge commits), not even for
-   one step. DESIGN.md allows up to the fence deadline; the design needs none,
+   one step. docs/design.md allows up to the fence deadline; the design needs none,
    except for a host that comes back still carrying the VIP, until its
    supervisor's first tick (bounded by the deadline here).
 2. **No acknowledged commit lost** (synchronous modes): every node that starts
@@ -19,28 +19,23 @@
 What the design documents as its limit is counted, not excused silently: in
 the partition where both nodes reach the gateway but not each other
 (``split``), asynchronous and ``fallback`` modes may have two writers and
-lose the commits acknowledged on the losing side (DESIGN.md); those are
+lose the commits acknowledged on the losing side (docs/design.md); those are
 counted in ``Result.split_brain_documented`` and excluded from (1) and (2).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dbha.core.model import NodeRole
 from dbha.db.fake import Entry
 from dbha.sim.clocks import MAX_RATE_ERROR
 from dbha.sim.schedules import DISRUPTIVE, NODES, PROFILES, SINGLE_PATH, convergence_bound
+from dbha.sim.world import NodeView, WorldView
 
 _SETTLED = (NodeRole.PRIMARY, NodeRole.REPLICA, NodeRole.FENCED)
 
-if TYPE_CHECKING:
-    from dbha.sim.nodes import SimNode
-    from dbha.sim.runner import World
-
 
 class Checker:
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: WorldView) -> None:
         self.w = world
         sched = world.sched
         d = world.deadline
@@ -162,7 +157,7 @@ class Checker:
                 return True
         return all(faulted)
 
-    def _data(self, n: SimNode, when: str) -> None:
+    def _data(self, n: NodeView, when: str) -> None:
         if self.lost_reported:
             return
         srv = n.server
@@ -196,7 +191,7 @@ class Checker:
             return f"{other.name} still holds the VIP next to primary {serving[0].name}"
         return None
 
-    def on_promote(self, node: SimNode) -> None:
+    def on_promote(self, node: NodeView) -> None:
         w = self.w
         t = w.t
         if w.sched.single_path:

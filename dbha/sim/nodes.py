@@ -11,10 +11,9 @@ in order (stopping at the first failure, as the real executor does), persist.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from dbha.config import Config
-from dbha.core.decide import announce, decide, params
+from dbha.config.params import params
+from dbha.core.decide import announce, decide
 from dbha.core.decide.restart import Remembered, peer_view, remember, resume
 from dbha.core.model import (
     AcquireVip,
@@ -51,10 +50,7 @@ from dbha.db.base import DbError, Upstream
 from dbha.db.fake import FakeDriver, FakeServer, covers
 from dbha.sim.clocks import Clock
 from dbha.sim.network import HbLayer
-
-if TYPE_CHECKING:
-    from dbha.sim.runner import World
-
+from dbha.sim.world import WorldView
 
 REQUEST_TIMEOUT_S = 2.0
 
@@ -66,7 +62,7 @@ class ActionFailed(Exception):
 class SimNode:
     """One host of the pair."""
 
-    def __init__(self, world: World, index: int, cfg: Config, clock: Clock) -> None:
+    def __init__(self, world: WorldView, index: int, cfg: Config, clock: Clock) -> None:
         self.world = world
         self.index = index
         self.name = cfg.node.name
@@ -236,7 +232,7 @@ class SimNode:
             world.t,
         )
         before = self.state
-        d = decide(before, obs, self.cfg)
+        d = decide(before, obs, self.p)
         if world.check_table:
             problem = check(before, d)
             if problem is not None:

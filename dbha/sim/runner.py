@@ -9,9 +9,7 @@ keepers, and the invariant checks of :mod:`dbha.sim.invariants`.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
-from dbha.core.decide import FALLBACK_DEADLINES
 from dbha.core.model import (
     Action,
     ArbiterMark,
@@ -24,34 +22,18 @@ from dbha.core.model import (
     RequestKind,
     Role,
 )
+from dbha.core.params import FALLBACK_DEADLINES
 from dbha.db.fake import Entry, FakeCluster, FakeServer
 from dbha.sim.clocks import Clock
 from dbha.sim.invariants import Checker
 from dbha.sim.network import PATHS, Beat, Network
 from dbha.sim.nodes import ActionFailed, SimNode
 from dbha.sim.schedules import NODES, Fault, Schedule, config_for, generate
+from dbha.sim.world import NodeView, Result
 
 RING = 8  # beats are delayed by at most RING - 1 steps
 CLIENT_TIMEOUT_S = 2.0
 CLIENT_EVERY = 4  # steps between two writes of the client (two heartbeat intervals)
-
-
-@dataclass
-class Result:
-    seed: int
-    violations: list[str] = field(default_factory=list)
-    promotions: int = 0
-    acked: int = 0
-    lost_async: int = 0
-    split_brain_documented: int = 0
-    keeper_fences: int = 0
-    converged_after: float = 0.0  # seconds from the end of the faults to convergence
-    steps: int = 0
-    trace: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
 
 
 class World:
@@ -129,15 +111,15 @@ class World:
         if self.verbose:
             self.trace(f"VIOLATION {kind}: {detail}")
 
-    def on_promote(self, node: SimNode) -> None:
+    def on_promote(self, node: NodeView) -> None:
         self.result.promotions += 1
         self.checker.on_promote(node)
 
-    def set_sync(self, node: SimNode, on: bool) -> None:
+    def set_sync(self, node: NodeView, on: bool) -> None:
         srv = node.server
         srv.sync_names = frozenset({NODES[1 - node.index]}) if on else frozenset()
         # Falling back during the partition two nodes cannot judge: what this node
-        # acknowledges alone until it is in sync again may be lost (DESIGN.md).
+        # acknowledges alone until it is in sync again may be lost (docs/design.md).
         node.split_fallback = not on and self.sched.mode == "fallback" and self.split_recent()
         if not on:  # commits waiting for the replica are released: acknowledged now
             keep = []
@@ -149,7 +131,7 @@ class World:
                     keep.append(item)
             self.pending = keep
 
-    def arbiter_cas(self, node: SimNode, a: Action) -> None:
+    def arbiter_cas(self, node: NodeView, a: Action) -> None:
         """The arbiter's compare-and-set on its record (epoch, marked, owner)."""
         if not self.net.gateway(node.index):
             raise ActionFailed("arbiter unreachable")

@@ -26,10 +26,12 @@ from dbha.core.model import (
     SafetyView,
     Verdict,
 )
+from dbha.core.params import Params
 from dbha.sim.__main__ import main, run_many
 from dbha.sim.network import PathLink
-from dbha.sim.runner import Result, World, run_seed
+from dbha.sim.runner import World, run_seed
 from dbha.sim.schedules import Fault, Schedule
+from dbha.sim.world import Result
 
 SCHEDULES = 10_000
 WORKERS = 2
@@ -95,8 +97,8 @@ def test_a_core_that_never_fences_is_caught(sabotage: Callable[[Sabotage], None]
     """A primary that never steps down (no fence, no VIP release, an endless lease
     for its keeper): the isolated primary keeps serving and two nodes accept writes."""
 
-    def core(state: NodeState, obs: Observation, cfg: Config) -> Decision:
-        d = decide(state, obs, cfg)
+    def core(state: NodeState, obs: Observation, p: Params) -> Decision:
+        d = decide(state, obs, p)
         if state.role is NodeRole.PRIMARY and d.next_state.role is not NodeRole.PRIMARY:
             d = Decision(state, (), "primary-serving", "sabotaged", None, None)
         acts = tuple(a for a in d.actions if not isinstance(a, Fence | ReleaseVip | FencePeer))
@@ -113,7 +115,7 @@ def test_a_core_that_trusts_one_silent_path_is_caught(
     """Count a peer silent as soon as one path is down, and believe it dead: a single
     path failure then causes a failover."""
 
-    def core(state: NodeState, obs: Observation, cfg: Config) -> Decision:
+    def core(state: NodeState, obs: Observation, p: Params) -> Decision:
         peer = obs.peer
         if peer.paths_up == 1 and peer.last is not None:
             # one path down: "the peer is gone" (silent for long, checked dead)
@@ -122,7 +124,7 @@ def test_a_core_that_trusts_one_silent_path_is_caught(
                 safety=SafetyView(Verdict.PEER_DEAD, obs.now - 0.01),
             )
             state = replace(state, dead_since=obs.now - 5.0)
-        return decide(state, obs, cfg)
+        return decide(state, obs, p)
 
     sabotage(core)
     assert _find("single-path-failover", range(600)) is not None
@@ -150,11 +152,11 @@ def test_a_core_that_ignores_the_sync_mark_is_caught(
     """Same schedule, with a replica that ignores the replica-not-in-sync mark: it
     promotes without the commits the primary acknowledged alone."""
 
-    def core(state: NodeState, obs: Observation, cfg: Config) -> Decision:
+    def core(state: NodeState, obs: Observation, p: Params) -> Decision:
         last = obs.peer.last
         if last is not None and state.role is NodeRole.REPLICA:
             obs = obs._replace(peer=obs.peer._replace(last=last._replace(sync_mark=None)))
-        return decide(state, obs, cfg)
+        return decide(state, obs, p)
 
     sabotage(core)
     _, r = _scenario("fallback", MARK_SCENARIO)
@@ -162,8 +164,8 @@ def test_a_core_that_ignores_the_sync_mark_is_caught(
 
 
 def test_a_core_that_never_resumes_is_caught(sabotage: Callable[[Sabotage], None]) -> None:
-    def core(state: NodeState, obs: Observation, cfg: Config) -> Decision:
-        d = decide(state, obs, cfg)
+    def core(state: NodeState, obs: Observation, p: Params) -> Decision:
+        d = decide(state, obs, p)
         if d.rule == "fenced-resume":
             return Decision(state, (), "fenced-wait", "sabotaged", None, None)
         return d
@@ -175,8 +177,8 @@ def test_a_core_that_never_resumes_is_caught(sabotage: Callable[[Sabotage], None
 def test_failing_seed_is_printed_with_its_replay_command(
     sabotage: Callable[[Sabotage], None], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def core(state: NodeState, obs: Observation, cfg: Config) -> Decision:
-        d = decide(state, obs, cfg)
+    def core(state: NodeState, obs: Observation, p: Params) -> Decision:
+        d = decide(state, obs, p)
         if d.rule == "fenced-resume":
             return Decision(state, (), "fenced-wait", "sabotaged", None, None)
         return d

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbha.beat.announce import announce_of, beat_fields, lag_units, parse_position, position_text
+from dbha.beat.announce import announce_of, beat_fields, parse_position, position_text
 from dbha.beat.wire import Beat, DbSummary
 from dbha.core.model import Announce, DbStatus, NodeRole, Position, Role
+from dbha.node.observe import lag_units
 
 PG = Position("postgresql", timeline=2, lsn=0x3000060)
 MARIA = Position("mariadb", gtid="0-2-15,1-1-3")

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dbha.config import Config
+from dbha.config.params import params
 from dbha.core.decide import decide
 from dbha.core.model import (
     Announce,
@@ -34,6 +34,7 @@ from dbha.core.model import (
     SafetyView,
     Verdict,
 )
+from dbha.core.params import Params
 from dbha.db.fake import covers
 from dbha.monitor import memory as cronstate
 from dbha.monitor.nagios import (
@@ -516,20 +517,27 @@ def test_the_cron_period_is_a_validated_key() -> None:
 
 
 def test_the_cron_deadline_covers_the_period_and_a_whole_round() -> None:
-    cron = cronstate.cron_config(CFG)
-    d = cron.fence.self_fence_deadline_ms
+    cron = cronstate.cron_params(CFG)
+    d = round(cron.deadline * 1000)
     assert d == cronstate.cron_deadline_ms(CFG)
     assert d >= CFG.fence.self_fence_deadline_ms + 60_000 + cronstate.round_bound_ms(CFG)
     assert cronstate.round_bound_ms(CFG) > 2 * cronstate.listen_window(CFG) * 1000
     longer = cronstate.cron_deadline_ms(make_cfg(cron_period_ms=120_000))
     assert longer - d == 60_000
-    assert cron.heartbeat == CFG.heartbeat and cron.service == CFG.service
+    plain = params(CFG)  # only what follows from the deadline changes
+    assert (cron.quiet, cron.safety_every, cron.lag_units, cron.me, cron.peer) == (
+        plain.quiet,
+        plain.safety_every,
+        plain.lag_units,
+        plain.me,
+        plain.peer,
+    )
 
 
 NOW = 10_000.0
 
 
-def _replica_round(silent_for: float, dead_for: float, cfg: Config) -> str:
+def _replica_round(silent_for: float, dead_for: float, p: Params) -> str:
     """A replica's round: the primary last heard ``silent_for`` s ago (from the
     memory), its database unreachable in every check for ``dead_for`` s, the
     safety check of this round says peer_dead. Returns the rule decided."""
@@ -547,7 +555,7 @@ def _replica_round(silent_for: float, dead_for: float, cfg: Config) -> str:
         keeper_ok=True,
         covers=covers,
     )
-    return decide(state, obs, cfg).rule
+    return decide(state, obs, p).rule
 
 
 @pytest.mark.parametrize(
@@ -565,8 +573,8 @@ def test_a_cron_replica_promotes_only_after_the_period_and_a_round(
     """Between rounds nothing fences the primary: a cut-off primary stops serving only
     at its next round. So the replica must wait the cron period plus a whole round
     (not the 1 s a supervisor's keeper allows) before it promotes."""
-    assert _replica_round(silent_for, dead_for, CFG) == "failover-promote"
-    assert _replica_round(silent_for, dead_for, cronstate.cron_config(CFG)) == rule
+    assert _replica_round(silent_for, dead_for, params(CFG)) == "failover-promote"
+    assert _replica_round(silent_for, dead_for, cronstate.cron_params(CFG)) == rule
 
 
 def test_a_round_continues_the_persisted_state_without_the_start_up_fence() -> None:
@@ -583,7 +591,7 @@ def test_a_round_continues_the_persisted_state_without_the_start_up_fence() -> N
         vip_held=True,
         covers=covers,
     )  # fmt: skip
-    d = decide(state, obs, cronstate.cron_config(CFG))
+    d = decide(state, obs, cronstate.cron_params(CFG))
     assert (d.rule, d.actions) == ("primary-serving", ())
     view = view_from_round(CFG, d.next_state, obs, d, paths=UP)
     assert assess(view, Limits.of(CFG)).status is Status.OK
@@ -595,7 +603,7 @@ def test_a_fenced_node_resumes_only_on_an_echo_from_this_round() -> None:
     assert state.fenced_at == NOW
     local = DbStatus(True, Role.PRIMARY, writable=True, position=POS)
     peer = Announce(0, R.REPLICA, True, False, POS, eligible=True)
-    cron = cronstate.cron_config(CFG)
+    cron = cronstate.cron_params(CFG)
     old_echo = PeerView(2, peer, NOW + 0.9, echo_sent_at=NOW - 30)
     fresh = PeerView(2, peer, NOW + 0.9, echo_sent_at=NOW + 0.5)
     assert decide(state, Observation(NOW + 1, local, old_echo), cron).rule == "fenced-wait"

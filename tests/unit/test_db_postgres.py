@@ -24,18 +24,15 @@ from dbha.db.base import (
 )
 from dbha.db.postgres.conn import (
     PgSettings,
-    Tools,
-    check_argv,
     format_lsn,
     map_error,
     parse_lsn,
-    pgpass_line,
-    pgpass_passwords,
     walfile_segno,
     walfile_timeline,
 )
 from dbha.db.postgres.driver import PostgresDriver, covers
 from dbha.db.postgres.rejoin import _conf_quote, _same_upstream, primary_conninfo
+from dbha.db.postgres.tools import Tools, check_argv, pgpass_line, pgpass_passwords
 from dbha.errors import CommandFailed, CommandTimeout
 
 

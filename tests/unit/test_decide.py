@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from dbha.config import Config, from_dict
-from dbha.core.decide import LEASE_FRACTION, decide
+from dbha.config.params import params
+from dbha.core.decide import decide
 from dbha.core.model import (
     Announce,
     ArbiterView,
@@ -34,6 +35,7 @@ from dbha.core.model import (
     SetSynchronous,
     Verdict,
 )
+from dbha.core.params import LEASE_FRACTION
 from dbha.core.transitions import check
 from dbha.db.fake import covers
 
@@ -1248,7 +1250,7 @@ def test_situation(
     role: NodeRole,
     kinds: list[str],
 ) -> None:
-    d = decide(state, observation, CFG[cfg])
+    d = decide(state, observation, params(CFG[cfg]))
     assert (d.rule, d.next_state.role, _kinds(d)) == (rule, role, kinds), d.reason
     assert check(state, d) is None
     assert d.reason
@@ -1261,7 +1263,7 @@ def test_tie_break_by_name() -> None:
         node=replace(CFG["async"].node, name="b"),
         peer=replace(CFG["async"].peer, name="a"),
     )
-    d = decide(st(R.PRIMARY), obs(primary_db(), heard(PRIMARY_PEER)), b_cfg)
+    d = decide(st(R.PRIMARY), obs(primary_db(), heard(PRIMARY_PEER)), params(b_cfg))
     assert (d.rule, d.next_state.role, d.next_state.needs_resync) == ("epoch-tie", R.FENCED, True)
 
 
@@ -1269,7 +1271,7 @@ def test_promotion_persists_the_new_epoch_before_promoting() -> None:
     d = decide(
         st(R.REPLICA, epoch=4),
         obs(replica_db(), silent(ann(R.PRIMARY, epoch=4)), safety=DEAD, lag_units=0),
-        CFG["async"],
+        params(CFG["async"]),
     )
     kinds = _kinds(d)
     persist = d.actions[kinds.index("PersistState")]
@@ -1281,7 +1283,9 @@ def test_promotion_persists_the_new_epoch_before_promoting() -> None:
 
 
 def test_fallback_promotion_takes_the_mark_and_goes_async() -> None:
-    d = decide(st(R.REPLICA), obs(replica_db(), silent(PRIMARY_PEER), safety=DEAD), CFG["fallback"])
+    d = decide(
+        st(R.REPLICA), obs(replica_db(), silent(PRIMARY_PEER), safety=DEAD), params(CFG["fallback"])
+    )
     assert d.next_state.sync_mark == 2
     assert SetSynchronous(False) in d.actions
 
@@ -1295,7 +1299,7 @@ def test_fallback_marks_before_going_async() -> None:
             safety=DEAD,
             vip_held=True,
         ),
-        CFG["fallback"],
+        params(CFG["fallback"]),
     )
     kinds = _kinds(d)
     persist = d.actions[0]
@@ -1328,12 +1332,14 @@ def test_lease_runs_from_the_evidence(
 ) -> None:
     """The lease lasts LEASE_FRACTION of the deadline from its newest evidence: a peer
     that echoed our beat sent at s waits D after hearing it before it promotes."""
-    d = decide(st(R.PRIMARY), obs(primary_db(), peer, safety=safety, vip_held=True), CFG["async"])
+    d = decide(
+        st(R.PRIMARY), obs(primary_db(), peer, safety=safety, vip_held=True), params(CFG["async"])
+    )
     assert d.lease_until == pytest.approx(expected)
 
 
 def test_non_serving_decisions_carry_no_lease() -> None:
-    d = decide(st(R.REPLICA), obs(replica_db(), heard(PRIMARY_PEER)), CFG["async"])
+    d = decide(st(R.REPLICA), obs(replica_db(), heard(PRIMARY_PEER)), params(CFG["async"]))
     assert d.lease_until is None
 
 
@@ -1346,7 +1352,7 @@ def test_request_keeps_the_lease_of_a_primary() -> None:
             vip_held=True,
             request=Request(RequestKind.MAINTENANCE_ON),
         ),
-        CFG["async"],
+        params(CFG["async"]),
     )
     assert d.next_state.maintenance and d.lease_until is not None and d.answer
 
@@ -1355,7 +1361,7 @@ def test_rejoin_adopts_the_primary_epoch_and_clears_resync() -> None:
     d = decide(
         st(R.FENCED, needs_resync=True, epoch=1),
         obs(primary_db(writable=False), heard(ann(R.PRIMARY, epoch=3))),
-        CFG["rejoin"],
+        params(CFG["rejoin"]),
     )
     assert (d.next_state.epoch, d.next_state.needs_resync) == (3, False)
 
@@ -1375,19 +1381,19 @@ def test_a_replica_waiting_out_the_deadlines_says_when_they_end() -> None:
     timeout = CFG["async"].safety.timeout_ms / 1000
     state = st(R.REPLICA, dead_since=NOW - 0.2)
     peer = silent(PRIMARY_PEER, ago=0.4, echo_ago=0.5)
-    d = decide(state, obs(replica_db(), peer, safety=DEAD, lag_units=0), CFG["async"])
+    d = decide(state, obs(replica_db(), peer, safety=DEAD, lag_units=0), params(CFG["async"]))
     assert d.rule == "failover-blocked"
     assert d.wake_at == pytest.approx(NOW - 0.2 + D + timeout)
     later = obs(replica_db(), peer, safety=DEAD, lag_units=0)._replace(
         now=d.wake_at + 0.001,
         safety=SafetyView(Verdict.PEER_DEAD, d.wake_at - 0.05),
     )
-    assert decide(d.next_state, later, CFG["async"]).rule == "failover-promote"
+    assert decide(d.next_state, later, params(CFG["async"])).rule == "failover-promote"
     none_yet = decide(
-        st(R.REPLICA, dead_since=None), obs(replica_db(), peer, lag_units=0), CFG["async"]
+        st(R.REPLICA, dead_since=None), obs(replica_db(), peer, lag_units=0), params(CFG["async"])
     )
     assert none_yet.rule == "failover-blocked" and none_yet.wake_at is None
-    following = decide(st(R.REPLICA), obs(replica_db(), heard(PRIMARY_PEER)), CFG["async"])
+    following = decide(st(R.REPLICA), obs(replica_db(), heard(PRIMARY_PEER)), params(CFG["async"]))
     assert following.rule == "replica-follow" and following.wake_at is None
 
 
@@ -1399,17 +1405,23 @@ def test_fallback_at_once_when_the_replica_is_heard_needing_a_resync() -> None:
     resyncing = ann(R.FENCED, epoch=0, needs_resync=True, db_reachable=False, position=None)
     db = primary_db(sync=True)
     d = decide(
-        st(R.PRIMARY, since=NOW - 0.2), obs(db, heard(resyncing), vip_held=True), CFG["fallback"]
+        st(R.PRIMARY, since=NOW - 0.2),
+        obs(db, heard(resyncing), vip_held=True),
+        params(CFG["fallback"]),
     )
     assert d.rule == "primary-sync-fallback" and "needs a resync" in d.reason
     assert d.next_state.sync_mark == 1 and SetSynchronous(False) in d.actions
     waiting = ann(R.FENCED, epoch=0, needs_resync=False, db_reachable=False, position=None)
     d = decide(
-        st(R.PRIMARY, since=NOW - 0.2), obs(db, heard(waiting), vip_held=True), CFG["fallback"]
+        st(R.PRIMARY, since=NOW - 0.2),
+        obs(db, heard(waiting), vip_held=True),
+        params(CFG["fallback"]),
     )
     assert d.rule != "primary-sync-fallback" and d.next_state.sync_mark is None
     d = decide(
-        st(R.PRIMARY, since=NOW - 0.2), obs(db, heard(resyncing), vip_held=True), CFG["strict"]
+        st(R.PRIMARY, since=NOW - 0.2),
+        obs(db, heard(resyncing), vip_held=True),
+        params(CFG["strict"]),
     )
     assert d.rule != "primary-sync-fallback" and d.next_state.sync_mark is None
 
@@ -1425,7 +1437,7 @@ def test_sync_relax_persists_the_mark_before_it_stops_waiting() -> None:
             vip_held=True,
             request=Request(RequestKind.SYNC_RELAX),
         ),
-        CFG["strict"],
+        params(CFG["strict"]),
     )
     persist, sync_off = d.actions[0], d.actions[1]
     assert isinstance(persist, PersistState) and persist.state.sync_mark == 3
@@ -1453,7 +1465,7 @@ def test_a_resync_says_whether_what_the_node_holds_alone_was_never_acknowledged(
             heard(ann(R.PRIMARY, epoch=2)),
             request=Request(RequestKind.RESYNC),
         ),
-        CFG[mode],
+        params(CFG[mode]),
     )
     rejoin = [a for a in d.actions if isinstance(a, Rejoin)]
     assert d.rule == "resync" and len(rejoin) == 1
@@ -1468,7 +1480,7 @@ def test_a_refused_request_says_so_in_its_first_word() -> None:
             silent(ann(R.PRIMARY, epoch=2)),
             request=Request(RequestKind.RESYNC),
         ),
-        CFG["async"],
+        params(CFG["async"]),
     )
     assert d.rule == "request-refused"
     assert d.answer is not None and d.answer.startswith("refused: resync: ")

@@ -26,7 +26,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dbha.core.decide import LEASE_FRACTION, decide
+from dbha.config.params import params
+from dbha.core.decide import decide
 from dbha.core.model import (
     AcquireVip,
     Announce,
@@ -43,6 +44,7 @@ from dbha.core.model import (
     Unfence,
     Verdict,
 )
+from dbha.core.params import LEASE_FRACTION
 from dbha.core.transitions import check
 from dbha.sim.runner import World
 from dbha.sim.schedules import (
@@ -246,7 +248,7 @@ def _sequence(
     for i in range(length):
         now += data.draw(st.sampled_from([0.05, 0.1, 0.3, 0.7, 1.5]))
         obs, ok, fail_at = _draw_tick(data, state, now, ctx)
-        d = decide(state, obs, cfg)
+        d = decide(state, obs, params(cfg))
         nxt = d.next_state
         seen.add(d.rule)
         assert check(state, d) is None, (d.rule, d.actions)
@@ -366,7 +368,7 @@ def faults(draw: Any) -> list[Fault]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**31), fault_list=faults())
 def test_pair_invariants_hold_under_generated_faults(seed: int, fault_list: list[Fault]) -> None:
-    """The simulation's invariants (DESIGN.md) hold for hypothesis-chosen fault lists;
+    """The simulation's invariants (docs/design.md) hold for hypothesis-chosen fault lists;
     hypothesis shrinks any failure to a minimal list of faults."""
     base = generate(seed)
     quiet = max(f.end for f in fault_list)

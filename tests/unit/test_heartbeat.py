@@ -16,7 +16,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dbha.beat.paths import DropCounters, EventKind, PathEvent, PathSet, PathTracker
-from dbha.beat.service import round_due
 from dbha.beat.wire import (
     HEADER_LEN,
     MAC_LEN,
@@ -35,6 +34,7 @@ from dbha.beat.wire import (
     encode_paths,
     verify,
 )
+from dbha.core.timing import round_due
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from dbha.core.decide.rules import LEASE_FRACTION
+from dbha.core.params import LEASE_FRACTION
 from dbha.node.keeper import (
     IDLE_WAIT,
     PETS_PER_TIMEOUT,

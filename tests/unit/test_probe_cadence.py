@@ -14,10 +14,11 @@ from typing import Any
 
 import pytest
 
+from dbha.config.params import params
 from dbha.core.decide import PROBE_FALL, decide
 from dbha.core.model import DbStatus, Decision, NodeRole, NodeState, Observation, Role
 from dbha.db.fake import FakeCluster, FakeDriver
-from dbha.node.daemon import DbObserver
+from dbha.node.observe import DbObserver
 from tests.unit.test_decide import NOW, REPLICA_PEER, heard, make_cfg, primary_db, st
 
 CFG = make_cfg()
@@ -27,7 +28,9 @@ DOWN = DbStatus.unreachable("connection refused")
 def tick(state: NodeState, local: DbStatus, now: float, probe_at: float | None) -> Decision:
     # The peer is heard all along: its last beat 50 ms before ``now``.
     peer = heard(REPLICA_PEER, ago=0.05 - (now - NOW), echo_ago=0.1 - (now - NOW))
-    return decide(state, Observation(now, local, peer, vip_held=True, probe_at=probe_at), CFG)
+    return decide(
+        state, Observation(now, local, peer, vip_held=True, probe_at=probe_at), params(CFG)
+    )
 
 
 def run(

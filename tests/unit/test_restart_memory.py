@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dbha.config.params import params
 from dbha.core.decide import decide
 from dbha.core.decide.restart import Remembered, peer_view, remember, resume
 from dbha.core.model import NodeRole, NodeState, PeerView
@@ -56,9 +57,11 @@ def test_with_its_memory_a_restarted_fallback_replica_can_promote() -> None:
         mem,
     )
     o = obs(replica_db(), peer_view(PeerView(), mem), safety=DEAD, lag_units=0)
-    assert decide(state, o, CFG["fallback"]).rule == "failover-promote"
+    assert decide(state, o, params(CFG["fallback"])).rule == "failover-promote"
     blank = NodeState(role=R.REPLICA, epoch=2, started=True, since=started, dead_since=NOW - 1.4)
-    d = decide(blank, obs(replica_db(), PeerView(), safety=DEAD, lag_units=0), CFG["fallback"])
+    d = decide(
+        blank, obs(replica_db(), PeerView(), safety=DEAD, lag_units=0), params(CFG["fallback"])
+    )
     assert d.rule == "failover-blocked" and "has not confirmed" in d.reason
 
 

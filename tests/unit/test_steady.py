@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dbha.beat.paths import PathSet
+from dbha.config.params import params
 from dbha.core.decide import decide
 from dbha.core.model import (
     DbStatus,
@@ -23,7 +24,8 @@ from dbha.core.model import (
     RequestKind,
     Role,
 )
-from dbha.node.daemon import WAKE_SLACK, _probe_gist, plan_wait, steady
+from dbha.core.timing import WAKE_SLACK, plan_wait, steady
+from dbha.node.observe import _probe_gist
 from tests.unit.test_decide import (
     CFG,
     NOW,
@@ -58,9 +60,9 @@ PRIMARY_OBS = obs(primary_db(), heard(REPLICA_PEER), vip_held=True)
 def judge(state: NodeState, observation: Observation, paths: int = PATHS) -> bool:
     """Two ticks on the same observation, as the loop runs them: steady after the second?"""
     cfg = CFG["async"]
-    prev = decide(state, observation, cfg)
+    prev = decide(state, observation, params(cfg))
     before = prev.next_state
-    d = decide(before, observation, cfg)
+    d = decide(before, observation, params(cfg))
     return steady(prev, d, before, observation, paths)
 
 
@@ -127,7 +129,7 @@ def test_anything_going_on_keeps_the_heartbeat_period(
 def test_state_in_motion_is_not_steady_even_if_kept(state: NodeState) -> None:
     """The core clears these when all is well; were one kept, the loop stays quick."""
     observation = REPLICA_OBS if state.role is R.REPLICA else PRIMARY_OBS
-    d = decide(state, observation, CFG["async"])._replace(next_state=state)
+    d = decide(state, observation, params(CFG["async"]))._replace(next_state=state)
     assert not steady(d, d, state, observation, PATHS)
     calm = replace(state, db_fails=0, dead_since=None, switching=False)
     d = d._replace(next_state=calm)
@@ -141,7 +143,7 @@ def test_more_paths_configured_than_up_is_not_steady() -> None:
 def test_a_changed_decision_or_a_wait_is_not_steady() -> None:
     cfg = CFG["async"]
     before = replica_state()
-    d = decide(before, REPLICA_OBS, cfg)
+    d = decide(before, REPLICA_OBS, params(cfg))
     assert steady(d, d, before, REPLICA_OBS, PATHS)
     assert not steady(None, d, before, REPLICA_OBS, PATHS)  # the first tick
     other = d._replace(rule="replica-other", reason="something else")
@@ -190,7 +192,9 @@ def test_next_down_is_the_first_silence_deadline_of_a_path_up() -> None:
 
 # ---- the loop's wait (plan_wait): period, early ticks, and the times it must wake at
 
-QUIET = decide(replica_state(), REPLICA_OBS, CFG["async"])._replace(wake_at=None, lease_until=None)
+QUIET = decide(replica_state(), REPLICA_OBS, params(CFG["async"]))._replace(
+    wake_at=None, lease_until=None
+)
 
 
 def test_the_period_runs_from_the_planned_tick() -> None:

@@ -18,7 +18,8 @@ from dbha.core.model import (
     NodeState,
     Notify,
 )
-from dbha.core.transitions import AMBIENT, BEGIN, END, ROWS, TABLE, check, render, splice
+from dbha.core.tablepage import BEGIN, END, render, splice
+from dbha.core.transitions import AMBIENT, ROWS, TABLE, check
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"
 R = NodeRole
@@ -111,7 +112,7 @@ def test_render_has_the_diagram_and_every_rule() -> None:
 def test_the_documentation_is_up_to_date() -> None:
     """docs/state-machine.md holds exactly what the table renders today.
 
-    Regenerate with: python -m dbha.core.transitions docs/state-machine.md
+    Regenerate with: .venv/bin/python scripts/state-machine-doc
     """
     doc = DOC.read_text()
     assert splice(doc) == doc

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dbha.config import Config
 from dbha.core.decide.requests import _request
 from dbha.core.decide.roles import (
     _fenced_node,
@@ -51,12 +50,7 @@ from dbha.core.decide.roles import (
 from dbha.core.decide.rules import (
     _ASK_SAFETY,
     _SERVING,
-    FALLBACK_DEADLINES,
-    FALLBACK_WINDOW_SHARE,
-    LEASE_FRACTION,
     PROBE_FALL,
-    QUIET_INTERVALS,
-    Params,
     _d,
     _dead_since,
     _fenced,
@@ -66,7 +60,6 @@ from dbha.core.decide.rules import (
     announce,
     eligible,
     lease_until,
-    params,
     replica_present,
 )
 from dbha.core.model import (
@@ -81,20 +74,15 @@ from dbha.core.model import (
     Rejoin,
     Role,
 )
+from dbha.core.params import Params
 
 __all__ = [
-    "FALLBACK_DEADLINES",
-    "FALLBACK_WINDOW_SHARE",
-    "LEASE_FRACTION",
     "PROBE_FALL",
-    "QUIET_INTERVALS",
     "SAFETY_NOTE",
-    "Params",
     "announce",
     "decide",
     "eligible",
     "lease_until",
-    "params",
 ]
 
 # Added to a decision's reason when the core also asks for a safety check.
@@ -103,9 +91,9 @@ SAFETY_NOTE = "; peer quiet: safety check"
 # ------------------------------------------------------------------- decide
 
 
-def decide(state: NodeState, obs: Observation, cfg: Config) -> Decision:
-    """The next state and actions for ``state`` given ``obs``. Pure."""
-    p = params(cfg)
+def decide(state: NodeState, obs: Observation, p: Params) -> Decision:
+    """The next state and actions for ``state`` given ``obs``, decided with the
+    numbers ``p`` (:func:`dbha.config.params.params`). Pure."""
     if not state.started:
         return _startup(state, obs)
     # Bookkeeping that every rule below sees: probe failures, eligibility. A failed

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 from dbha.core.decide.rules import (
     _SERVING,
-    Params,
     _d,
     _data_ok,
     _dead_long_enough,
@@ -29,6 +28,7 @@ from dbha.core.model import (
     RequestKind,
     Verdict,
 )
+from dbha.core.params import Params
 
 # ----------------------------------------------------------------- requests
 

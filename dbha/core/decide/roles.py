@@ -9,7 +9,6 @@ from dbha.core.decide.rules import (
     PREPARE_EVERY,
     PROBE_FALL,
     REARM_AFTER,
-    Params,
     _can_rejoin,
     _d,
     _data_ok,
@@ -46,6 +45,7 @@ from dbha.core.model import (
     Role,
     Verdict,
 )
+from dbha.core.params import Params
 
 # ------------------------------------------------------------------ replica
 

@@ -4,9 +4,8 @@ serving. Pure, like the rest of :mod:`dbha.core.decide`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
-from dbha.config import Config
 from dbha.core.model import (
     ACQUIRE_VIP,
     FENCE,
@@ -31,21 +30,10 @@ from dbha.core.model import (
     Role,
     Verdict,
 )
+from dbha.core.params import (
+    Params,
+)
 
-# Fraction of the self-fence deadline a lease lasts after its evidence.
-LEASE_FRACTION = 0.85
-# A synchronous primary falls back (fallback/arbiter modes) after its replica
-# has been gone this many self-fence deadlines. The replica's own unilateral
-# promotion must fit in FALLBACK_WINDOW_SHARE of it after the primary's last
-# echo: it waits a deadline plus a safety check after the silence starts, so
-# two deadlines left too thin a margin with a short deadline (the fast profile).
-FALLBACK_DEADLINES = 3.0
-# A replica in fallback mode promotes only within this share of that wait,
-# counted from the newest beat of its own the primary echoed (clock margin).
-FALLBACK_WINDOW_SHARE = 0.9
-# The peer is "quiet" (ask for a safety check) after this many intervals
-# without a beat on any path, before the paths are declared down.
-QUIET_INTERVALS = 1.5
 # Consecutive failed probes of the local database before it counts as failed.
 PROBE_FALL = 3
 # A replica that does not acknowledge synchronous commits is asked to at most this
@@ -60,70 +48,6 @@ REARM_AFTER = 30.0
 _SERVING = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 _ASK_SAFETY = (NodeRole.PRIMARY, NodeRole.PROMOTING, NodeRole.REPLICA, NodeRole.FENCED)
 _GOOD_VERDICTS = (Verdict.PEER_DEAD, Verdict.PEER_ALIVE_HEARTBEAT_BROKEN)
-
-
-@dataclass(frozen=True, slots=True)
-class Params:
-    """The numbers decide() needs, derived once per Config."""
-
-    deadline: float  # D, seconds
-    lease: float  # LEASE_FRACTION * D
-    quiet: float  # ask for a safety check after this long without a beat
-    safety_every: float  # at most one safety check per this long
-    safety_timeout: float
-    fallback_wait: float  # W
-    fallback_window: float  # W * FALLBACK_WINDOW_SHARE
-    handover_timeout: float
-    lag_units: int
-    lag_seconds: float
-    sync: bool
-    fallback: str  # "strict" | "fallback" | "arbiter"
-    auto_rejoin: bool
-    me: str
-    peer: str
-
-    @classmethod
-    def of(cls, cfg: Config) -> Params:
-        hb = cfg.heartbeat
-        d = cfg.fence.self_fence_deadline_ms / 1000.0
-        interval = hb.interval_ms / 1000.0
-        rep = cfg.replication
-        sync = rep.mode == "sync"
-        wait = FALLBACK_DEADLINES * d
-        return cls(
-            deadline=d,
-            lease=LEASE_FRACTION * d,
-            quiet=QUIET_INTERVALS * interval,
-            safety_every=max(interval, cfg.safety.timeout_ms / 1000.0),
-            safety_timeout=cfg.safety.timeout_ms / 1000.0,
-            fallback_wait=wait,
-            fallback_window=wait * FALLBACK_WINDOW_SHARE,
-            handover_timeout=3 * d + 2 * hb.peer_silent_after_ms / 1000.0,
-            lag_units=rep.max_lag_transactions
-            if cfg.database.engine in ("mariadb", "mysql")
-            else rep.max_lag_bytes,
-            lag_seconds=rep.max_lag_seconds,
-            sync=sync,
-            fallback=rep.sync_fallback if sync else "strict",
-            auto_rejoin=cfg.service.auto_rejoin,
-            me=cfg.node.name,
-            peer=cfg.peer.name,
-        )
-
-
-_PARAMS: dict[int, tuple[Config, Params]] = {}
-
-
-def params(cfg: Config) -> Params:
-    """Params.of(cfg), cached (decide() runs many times a second on one config)."""
-    hit = _PARAMS.get(id(cfg))
-    if hit is not None and hit[0] is cfg:
-        return hit[1]
-    p = Params.of(cfg)
-    if len(_PARAMS) > 64:
-        _PARAMS.clear()
-    _PARAMS[id(cfg)] = (cfg, p)
-    return p
 
 
 # ------------------------------------------------------------------ helpers

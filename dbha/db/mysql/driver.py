@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from dbha import proc
-from dbha.core.model import DbStatus, Position, Role
+from dbha.core.model import DbStatus, Position
 from dbha.db import gtid, tcpkill
 from dbha.db.base import (
     DbError,
@@ -35,7 +35,6 @@ from dbha.db.base import (
     Upstream,
 )
 from dbha.db.mysql import rejoin as mysqlrejoin
-from dbha.db.mysql import relaylog
 from dbha.db.mysql.conn import (
     Deadline,
     MysqlSettings,
@@ -46,15 +45,12 @@ from dbha.db.mysql.conn import (
     read_secret,
 )
 from dbha.db.mysql.flavour import Flavour
+from dbha.db.mysql.observe import acknowledges, observe, position, received, server_state
 from dbha.db.mysql.rows import (
     ReplicaRow,
-    SemiSync,
     ServerVars,
     clients_to_kill,
-    number,
-    parse_replicas,
     parse_semisync,
-    text,
 )
 
 log = logging.getLogger("dbha.db.mysql")
@@ -94,15 +90,14 @@ class MysqlDriver:
 
     @staticmethod
     def state(s: Session) -> tuple[ServerVars, ReplicaRow | None]:
-        f = s.flavour
-        return f.parse_vars(s.one(f.vars_sql)), f.parse_replica_status(s.rows(f.replica_status_sql))
+        return server_state(s)
 
     @staticmethod
     def position(f: Flavour, gtid_text: str | None) -> Position | None:
-        return None if gtid_text is None else Position(engine=f.name, gtid=gtid_text)
+        return position(f, gtid_text)
 
     def received(self, f: Flavour, v: ServerVars, rep: ReplicaRow) -> str | None:
-        return gtid.merge(f.name, v.executed, rep.received or None)
+        return received(f, v, rep)
 
     # -- probe -------------------------------------------------------------------
 
@@ -139,91 +134,7 @@ class MysqlDriver:
             raise _Answered(status) from exc
 
     def _observe(self, s: Session) -> DbStatus:
-        f = s.flavour
-        v, rep = self.state(s)
-        notes = list(v.problems)
-        if f.name != self.engine:
-            notes.append(f"configured as {self.engine}, but the server is {f.name}")
-        writable = not (v.read_only or v.super_read_only)
-        if rep is None:
-            semi = parse_semisync(s.rows(f.semisync_sql))
-            procs = s.rows(f.processlist_sql)
-            dumps = [
-                r
-                for r in procs
-                if text(r, "command").lower() in ("binlog dump", "binlog dump gtid")
-            ]
-            waits = [
-                number(r, "time") or 0
-                for r in procs
-                if text(r, "state").lower().startswith("waiting for semi-sync ack")
-            ]
-            replicas = parse_replicas(s.rows(f.replica_hosts_sql), dumps, semi)
-            if semi.fell_back:
-                notes.append(
-                    "semi-synchronous replication is enabled but off: commits are being "
-                    "acknowledged without any replica (asynchronous fallback)"
-                )
-            elif semi.active and semi.weak:
-                notes.append(
-                    "semi-synchronous replication is on but falls back to asynchronous "
-                    f"commits {semi.weak}: not counted as synchronous"
-                )
-            if semi.active and semi.wait_point == "AFTER_COMMIT":
-                notes.append(
-                    "semi-synchronous replication waits AFTER_COMMIT: other sessions see a "
-                    "commit before the replica has it (AFTER_SYNC is lossless)"
-                )
-            return DbStatus(
-                reachable=True,
-                role=Role.PRIMARY,
-                writable=writable,
-                version=s.version,
-                flavour=f.name,
-                position=self.position(f, v.executed),
-                replicas=replicas,
-                sync_replication=semi.holds,
-                sync_waiting=semi.waiting,
-                sync_wait_longest=float(max(waits)) if waits else None,
-                error="; ".join(notes) or None,
-            )
-        received = self.received(f, v, rep)
-        behind = gtid.behind(f.name, received, v.executed)
-        if rep.error:
-            notes.append(rep.error)
-        semi = parse_semisync(s.rows(f.semisync_sql))
-        return DbStatus(
-            reachable=True,
-            role=Role.REPLICA,
-            writable=writable,
-            version=s.version,
-            flavour=f.name,
-            position=self.position(f, v.executed),
-            received=self.position(f, received),
-            lag_transactions=behind,
-            lag_seconds=self._lag_seconds(f, v, rep, behind),
-            streaming=rep.streaming,
-            upstream=f"{rep.source_host}:{rep.source_port}",
-            sync_ready=_acknowledges(semi, rep),
-            replay_paused=rep.sql_running == "No" and not rep.sql_errno and not rep.sql_error,
-            error="; ".join(notes) or None,
-        )
-
-    @staticmethod
-    def _lag_seconds(
-        f: Flavour, v: ServerVars, rep: ReplicaRow, behind: int | None
-    ) -> float | None:
-        """Age of the oldest received transaction not yet applied (0 when none); None
-        when unknown (nothing pending, but not connected to the primary either)."""
-        sbm = None if rep.seconds_behind is None else float(rep.seconds_behind)
-        if behind == 0:
-            return sbm if sbm is not None else (0.0 if rep.io_running == "Yes" else None)
-        stamp = relaylog.pending_timestamp(
-            v.datadir, rep.relay_file, rep.relay_pos or 0, f.gtid_event_types
-        )
-        if stamp is not None:
-            return max(0.0, time.time() - stamp)
-        return sbm
+        return observe(s, self.engine)
 
     # -- fence / unfence --------------------------------------------------------
 
@@ -518,7 +429,7 @@ class MysqlDriver:
             semi = parse_semisync(s.rows(f.semisync_sql))
             if semi.replica_side is None:
                 raise DbError(f"{what}: {f.semisync_missing}")
-            if _acknowledges(semi, rep) and not semi.enabled:
+            if acknowledges(semi, rep) and not semi.enabled:
                 return
             restarted = self.semisync_as_replica(s, rep)
             if not restarted and rep.io_running == "Yes" and semi.replica_active is False:
@@ -636,18 +547,6 @@ class MysqlDriver:
         if candidate.engine != reference.engine:
             return False
         return gtid.covers(candidate.engine, candidate.gtid, reference.gtid)
-
-
-def _acknowledges(semi: SemiSync, rep: ReplicaRow) -> bool | None:
-    """Whether a replica acknowledges its primary's semi-synchronous commits: the
-    replica side is on and, when the receiver runs, it registered with it (the
-    setting takes effect when the receiver connects). None: the server has no
-    semi-sync (MySQL without the plugin)."""
-    if semi.replica_enabled is None:
-        return None
-    if not semi.replica_enabled:
-        return False
-    return not (rep.io_running == "Yes" and semi.replica_active is False)
 
 
 def _server_pid(s: Session) -> int | None:

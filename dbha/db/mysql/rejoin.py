@@ -34,7 +34,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from dbha.db import gtid
 from dbha.db.base import DbError, DbRefused, DbTimeout, RejoinReport, Upstream
@@ -42,11 +42,12 @@ from dbha.db.mysql.conn import (
     Deadline,
     MysqlSettings,
     ReplicationStopped,
+    Session,
     boundary,
     read_secret,
 )
 from dbha.db.mysql.flavour import Flavour
-from dbha.db.mysql.rows import SYSTEM_SCHEMAS, parse_semisync
+from dbha.db.mysql.rows import SYSTEM_SCHEMAS, ReplicaRow, ServerVars, parse_semisync
 from dbha.db.mysql.tools import (
     option_file,
     option_text,
@@ -55,8 +56,30 @@ from dbha.db.mysql.tools import (
     spawn_to_file,
 )
 
-if TYPE_CHECKING:
-    from dbha.db.mysql.driver import MysqlDriver
+
+class Server(Protocol):
+    """What a rejoin needs of the local server: its settings, a session bounded by
+    the rejoin's deadline, and the driver's verbs it runs on the way (the MySQL
+    driver is one; the rejoin never needs the rest of it)."""
+
+    settings: MysqlSettings
+
+    def session(self, deadline: Deadline, what: str) -> Session: ...
+
+    def state(self, s: Session) -> tuple[ServerVars, ReplicaRow | None]: ...
+
+    def semisync_as_replica(self, s: Session, rep: ReplicaRow | None) -> bool: ...
+
+    def wait_streaming(self, s: Session, dl: Deadline, what: str) -> None: ...
+
+    def fence(self, timeout: float, hard: bool = False) -> None: ...
+
+    def follow(self, upstream: Upstream, timeout: float) -> None: ...
+
+    def point_at(
+        self, s: Session, upstream: Upstream, v: ServerVars, rep: ReplicaRow | None
+    ) -> None: ...
+
 
 log = logging.getLogger("dbha.db.mysql")
 
@@ -67,7 +90,7 @@ COMMON_DUMP_ARGS = ["--routines", "--events", "--triggers", "--hex-blob"]
 
 
 def rejoin(
-    driver: MysqlDriver,
+    driver: Server,
     upstream: Upstream,
     timeout: float,
     force: bool,
@@ -155,7 +178,7 @@ def rejoin(
     return RejoinReport("reclone", set_aside=kept, errant=errant, notes=tuple(notes))
 
 
-def _lossless(driver: MysqlDriver, dl: Deadline, what: str) -> bool:
+def _lossless(driver: Server, dl: Deadline, what: str) -> bool:
     """The server still has the primary side of semi-sync held with the lossless
     wait point (AFTER_SYNC) that dbha arms: then none of its commits was visible,
     nor acknowledged, before a replica had it. A restart of the server would have
@@ -265,7 +288,7 @@ def _client(settings: MysqlSettings, f: Flavour, cnf: str) -> list[str]:
 
 
 def keep_aside(
-    driver: MysqlDriver, f: Flavour, dl: Deadline, what: str, had: str, up_have: str, errant: str
+    driver: Server, f: Flavour, dl: Deadline, what: str, had: str, up_have: str, errant: str
 ) -> tuple[tuple[str, ...], list[str]]:
     """Write the errant transactions (if any) as binlog events, a full dump and a
     summary under a new directory of ``aside_dir``; return their paths and notes for
@@ -320,7 +343,7 @@ def keep_aside(
 
 
 def copy_from(
-    driver: MysqlDriver,
+    driver: Server,
     f: Flavour,
     upstream: Upstream,
     up_have: str,
@@ -390,7 +413,7 @@ def unfinished(settings: MysqlSettings) -> tuple[str, ...] | None:
     return tuple(line for line in text.splitlines() if line.strip())
 
 
-def _empty(driver: MysqlDriver, f: Flavour, upstream: Upstream, dl: Deadline, what: str) -> None:
+def _empty(driver: Server, f: Flavour, upstream: Upstream, dl: Deadline, what: str) -> None:
     """Drop this server's non-system databases and binlog, unlogged, and point it
     at the upstream (not started)."""
     with driver.session(dl, what) as s:

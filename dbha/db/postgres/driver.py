@@ -49,13 +49,13 @@ from dbha.db.postgres.conn import (
     Deadline,
     PgSettings,
     ProbeLink,
-    Tools,
     map_error,
     one,
     parse_lsn,
     session,
     walfile_timeline,
 )
+from dbha.db.postgres.tools import Tools
 
 __all__ = ["ENGINE", "PgSettings", "PostgresDriver", "covers"]
 

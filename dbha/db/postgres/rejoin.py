@@ -29,18 +29,15 @@ from dbha.db.postgres.conn import (
     POLL,
     Deadline,
     PgSettings,
-    Tools,
-    chown_to,
     format_lsn,
     one,
     parse_lsn,
     read_password,
     session,
-    temp_passfile,
     walfile_segno,
     walfile_timeline,
-    write_owned,
 )
+from dbha.db.postgres.tools import Tools, chown_to, temp_passfile, write_owned
 
 log = logging.getLogger(__name__)
 
