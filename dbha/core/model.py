@@ -149,7 +149,7 @@ class NodeRole(StrEnum):
 
 
 class Verdict(StrEnum):
-    """The safety check's conclusion (the same values as :mod:`dbha.host.safety`)."""
+    """The safety check's conclusion (:mod:`dbha.host.safety` reaches it)."""
 
     PEER_DEAD = "peer_dead"
     I_AM_ISOLATED = "i_am_isolated"

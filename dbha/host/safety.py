@@ -8,7 +8,7 @@ Two questions, asked in parallel and bounded by one deadline:
   address of the peer, with no credentials: PostgreSQL must answer an
   SSLRequest, MySQL/MariaDB must send its greeting packet.
 
-Each probe yields one :class:`Probe` (what was tried, the :class:`Outcome`, a
+Each probe yields one :class:`Probe` (what was tried, the :class:`ProbeOutcome`, a
 detail, how long it took). :func:`judge` is the pure rule that turns the
 evidence into a :class:`Verdict`; :class:`SafetyCheck` is the thin shell that
 gathers the evidence. The truth table, in order:
@@ -58,6 +58,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from dbha.config import Config, SafetyTarget
+from dbha.core.model import Verdict
 
 Engine = Literal["postgresql", "mariadb", "mysql"]
 
@@ -74,14 +75,7 @@ _UNREACHABLE = {
 }
 
 
-class Verdict(StrEnum):
-    PEER_DEAD = "peer_dead"
-    I_AM_ISOLATED = "i_am_isolated"
-    PEER_ALIVE_HEARTBEAT_BROKEN = "peer_alive_heartbeat_broken"
-    UNKNOWN = "unknown"
-
-
-class Outcome(StrEnum):
+class ProbeOutcome(StrEnum):
     """How one probe ended."""
 
     ANSWERED = "answered"  # echo reply, TCP connect, or a database protocol answer
@@ -100,7 +94,7 @@ class Probe:
     kind: str  # "icmp", "tcp", "postgresql", "mysql"
     address: str
     port: int | None
-    outcome: Outcome
+    outcome: ProbeOutcome
     detail: str
     seconds: float
 
@@ -147,9 +141,12 @@ class SafetyResult:
 
 # ------------------------------------------------------------------ the rule
 
-_HOST_ANSWERED = {Outcome.ANSWERED, Outcome.REFUSED}  # a target that did this is reachable
-_SILENT = {Outcome.TIMEOUT, Outcome.UNREACHABLE}
-_NOT_SERVING = _SILENT | {Outcome.REFUSED, Outcome.NO_GREETING}
+_HOST_ANSWERED = {
+    ProbeOutcome.ANSWERED,
+    ProbeOutcome.REFUSED,
+}  # a target that did this is reachable
+_SILENT = {ProbeOutcome.TIMEOUT, ProbeOutcome.UNREACHABLE}
+_NOT_SERVING = _SILENT | {ProbeOutcome.REFUSED, ProbeOutcome.NO_GREETING}
 
 
 def _list(probes: Sequence[Probe]) -> str:
@@ -163,7 +160,7 @@ def judge(targets: Sequence[Probe], peer: Sequence[Probe]) -> tuple[Verdict, str
     probed) is never enough for anything but ``unknown`` or, when the peer's
     database answered, ``peer_alive_heartbeat_broken``.
     """
-    alive = [p for p in peer if p.outcome is Outcome.ANSWERED]
+    alive = [p for p in peer if p.outcome is ProbeOutcome.ANSWERED]
     if alive:
         return (
             Verdict.PEER_ALIVE_HEARTBEAT_BROKEN,
@@ -196,7 +193,7 @@ def judge(targets: Sequence[Probe], peer: Sequence[Probe]) -> tuple[Verdict, str
 class _Failed(Exception):
     """Internal: a probe ended before its answer; carries the outcome."""
 
-    def __init__(self, outcome: Outcome, detail: str) -> None:
+    def __init__(self, outcome: ProbeOutcome, detail: str) -> None:
         super().__init__(detail)
         self.outcome, self.detail = outcome, detail
 
@@ -206,21 +203,21 @@ def _classify(exc: OSError, connected: bool) -> _Failed:
     what = exc.strerror or str(exc) or type(exc).__name__
     if isinstance(exc, TimeoutError):
         if connected:
-            return _Failed(Outcome.NO_GREETING, "connected, no answer in time")
-        return _Failed(Outcome.TIMEOUT, "no answer in time")
+            return _Failed(ProbeOutcome.NO_GREETING, "connected, no answer in time")
+        return _Failed(ProbeOutcome.TIMEOUT, "no answer in time")
     if isinstance(exc, ConnectionRefusedError):
-        return _Failed(Outcome.REFUSED, "connection refused")
+        return _Failed(ProbeOutcome.REFUSED, "connection refused")
     if isinstance(exc, ConnectionResetError | BrokenPipeError) and connected:
-        return _Failed(Outcome.REFUSED, "connection reset before an answer")
+        return _Failed(ProbeOutcome.REFUSED, "connection reset before an answer")
     if exc.errno in _UNREACHABLE:
-        return _Failed(Outcome.UNREACHABLE, what)
-    return _Failed(Outcome.ERROR, what)
+        return _Failed(ProbeOutcome.UNREACHABLE, what)
+    return _Failed(ProbeOutcome.ERROR, what)
 
 
 def _remaining(deadline: float, clock: Callable[[], float]) -> float:
     left = deadline - clock()
     if left <= 0:
-        raise _Failed(Outcome.TIMEOUT, "no time left")
+        raise _Failed(ProbeOutcome.TIMEOUT, "no time left")
     return left
 
 
@@ -264,20 +261,20 @@ def _probe_postgresql(address: str, port: int, deadline: float, clock: Callable[
             sock.sendall(PG_SSL_REQUEST)
             answer = _recv_exact(sock, 1, deadline, clock)
         except _Failed as failed:
-            if failed.outcome is Outcome.TIMEOUT:
-                raise _Failed(Outcome.NO_GREETING, "connected, no answer in time") from None
+            if failed.outcome is ProbeOutcome.TIMEOUT:
+                raise _Failed(ProbeOutcome.NO_GREETING, "connected, no answer in time") from None
             raise
         except OSError as exc:
             raise _classify(exc, connected=True) from None
         if answer == b"":
-            raise _Failed(Outcome.REFUSED, "connection closed without an answer")
+            raise _Failed(ProbeOutcome.REFUSED, "connection closed without an answer")
         if answer == b"N":
             return "SSLRequest answered N (PostgreSQL, no TLS)"
         if answer == b"E":
             return "SSLRequest answered with an error message (PostgreSQL)"
         if answer == b"S":
             return "SSLRequest answered S (PostgreSQL, TLS)" + _finish_tls(sock, deadline, clock)
-        raise _Failed(Outcome.BAD_ANSWER, f"SSLRequest answered {answer!r}: not PostgreSQL")
+        raise _Failed(ProbeOutcome.BAD_ANSWER, f"SSLRequest answered {answer!r}: not PostgreSQL")
     finally:
         sock.close()
 
@@ -303,24 +300,24 @@ def _probe_mysql(address: str, port: int, deadline: float, clock: Callable[[], f
         try:
             header = _recv_exact(sock, 4, deadline, clock)
             if len(header) < 4:
-                raise _Failed(Outcome.REFUSED, "connection closed without a greeting")
+                raise _Failed(ProbeOutcome.REFUSED, "connection closed without a greeting")
             length = int.from_bytes(header[:3], "little")
             payload = _recv_exact(sock, min(length, MAX_GREETING), deadline, clock)
         except _Failed as failed:
-            if failed.outcome is Outcome.TIMEOUT:
-                raise _Failed(Outcome.NO_GREETING, "connected, no greeting in time") from None
+            if failed.outcome is ProbeOutcome.TIMEOUT:
+                raise _Failed(ProbeOutcome.NO_GREETING, "connected, no greeting in time") from None
             raise
         except OSError as exc:
             raise _classify(exc, connected=True) from None
         outcome, detail = describe_greeting(header, payload)
-        if outcome is not Outcome.ANSWERED:
+        if outcome is not ProbeOutcome.ANSWERED:
             raise _Failed(outcome, detail)
         return detail
     finally:
         sock.close()
 
 
-def describe_greeting(header: bytes, payload: bytes) -> tuple[Outcome, str]:
+def describe_greeting(header: bytes, payload: bytes) -> tuple[ProbeOutcome, str]:
     """Judge a MySQL/MariaDB first packet: ANSWERED or BAD_ANSWER, with a detail. Pure.
 
     Protocol 10 (a greeting, with the server version) and an error packet
@@ -328,18 +325,18 @@ def describe_greeting(header: bytes, payload: bytes) -> tuple[Outcome, str]:
     connections or a blocked host) both prove a live server.
     """
     if len(header) != 4 or header[3] != 0 or not payload:
-        return Outcome.BAD_ANSWER, "not a MySQL/MariaDB first packet"
+        return ProbeOutcome.BAD_ANSWER, "not a MySQL/MariaDB first packet"
     if payload[0] == 10:
         version = payload[1:].split(b"\0", 1)[0][:64]
         return (
-            Outcome.ANSWERED,
+            ProbeOutcome.ANSWERED,
             f"greeting, protocol 10, server {version.decode('ascii', 'replace')}",
         )
     if payload[0] == 0xFF and len(payload) >= 3:
         code = int.from_bytes(payload[1:3], "little")
         message = payload[3:].decode("utf-8", "replace")[:120]
-        return Outcome.ANSWERED, f"error packet {code}: {message}"
-    return Outcome.BAD_ANSWER, f"first packet starts with 0x{payload[0]:02x}"
+        return ProbeOutcome.ANSWERED, f"error packet {code}: {message}"
+    return ProbeOutcome.BAD_ANSWER, f"first packet starts with 0x{payload[0]:02x}"
 
 
 def _checksum(data: bytes) -> int:
@@ -409,11 +406,11 @@ def run_probe(
     start = clock()
     try:
         detail = _PROBES[kind](address, port or 0, deadline, clock)
-        outcome = Outcome.ANSWERED
+        outcome = ProbeOutcome.ANSWERED
     except _Failed as failed:
         outcome, detail = failed.outcome, failed.detail
     except Exception as exc:  # a bug must become evidence, not a crash of the check
-        outcome, detail = Outcome.ERROR, f"{type(exc).__name__}: {exc}"[:200]
+        outcome, detail = ProbeOutcome.ERROR, f"{type(exc).__name__}: {exc}"[:200]
     return Probe(kind, address, port, outcome, detail, clock() - start)
 
 
@@ -495,7 +492,9 @@ class SafetyCheck:
         probes = tuple(
             r
             if r is not None
-            else Probe(kind, address, port, Outcome.TIMEOUT, "probe did not finish in time", 0.0)
+            else Probe(
+                kind, address, port, ProbeOutcome.TIMEOUT, "probe did not finish in time", 0.0
+            )
             for r, (kind, address, port) in zip(results, jobs, strict=True)
         )
         n = len(self.targets)

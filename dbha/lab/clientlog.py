@@ -242,7 +242,7 @@ def wait_for(path: Path, cond: Callable[[ClientLog], bool], timeout: float, what
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class ClientVerdict:
     """What the verifier found. ``missing`` maps each checked node to the
     sequence numbers of acknowledged writes it lacks."""
 
@@ -302,7 +302,7 @@ def verify(
     fault_at: float | None = None,
     replica_timeout: float = 20.0,
     settle_timeout: float = 10.0,
-) -> Verdict:
+) -> ClientVerdict:
     """Check every acknowledged write of ``log`` on the current primary (exactly one
     writable primary is required, waited for up to ``settle_timeout`` seconds) and
     on every replica, giving replicas up to ``replica_timeout`` seconds to catch
@@ -335,7 +335,7 @@ def verify(
                 break
             time.sleep(0.1)
     times, failed = log.ack_times, [f.t for f in log.failures]
-    return Verdict(
+    return ClientVerdict(
         run=log.run,
         acked=len(log.acks),
         failures=len(log.failures),

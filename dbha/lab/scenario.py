@@ -96,11 +96,11 @@ def primary_fault(lab: Lab, service: str, name: str) -> Callable[[], object]:
 
 
 @dataclass
-class Outcome:
+class ScenarioOutcome:
     service: str
     fault: str
     log: cl.ClientLog
-    verdict: cl.Verdict
+    verdict: cl.ClientVerdict
     fault_at: float
     heal_at: float
     doubles: list[tuple[float, tuple[str, ...]]]
@@ -109,7 +109,7 @@ class Outcome:
     # The clients writing to each database host's own address (not the VIP), by host:
     # what a client that bypasses the VIP could write, and where.
     node_logs: dict[str, cl.ClientLog] = field(default_factory=dict)
-    node_verdicts: dict[str, cl.Verdict] = field(default_factory=dict)
+    node_verdicts: dict[str, cl.ClientVerdict] = field(default_factory=dict)
     lab_down: tuple[str, ...] | None = None  # database hosts whose server is not running
 
     def writers_overlap(self, deadline: float) -> list[tuple[str, float]]:
@@ -151,7 +151,7 @@ def run(
     observe: float = 6.0,
     before_heal: Callable[[], object] | None = None,
     client_args: Sequence[str] = (),
-) -> Outcome:
+) -> ScenarioOutcome:
     """Run one scenario. With ``expect_takeover``, wait (bounded) until the replica
     acknowledges writes; otherwise watch the client for ``observe`` seconds. Then
     call ``before_heal`` (checks of the faulted state), heal, wait for writes.
@@ -209,7 +209,7 @@ def run(
     node_verdicts = {
         h: cl.verify(lab, service, lg, fault_at=fault_at) for h, lg in node_logs.items()
     }
-    return Outcome(
+    return ScenarioOutcome(
         service=service,
         fault=fault_name,
         log=log,

@@ -48,7 +48,6 @@ from dbha.core.model import (
     PeerView,
     Role,
     SafetyView,
-    Verdict,
 )
 from dbha.errors import DbhaError
 from dbha.monitor import memory as cronstate
@@ -211,7 +210,7 @@ class _Round:
         if snap.peer_silent:
             at = time.monotonic()
             safety_result = parts.safety.run()
-            safety = SafetyView(Verdict(safety_result.verdict.value), at)
+            safety = SafetyView(safety_result.verdict, at)
             snap = parts.heartbeat.snapshot()
         peer = self._peer(snap, mem)
         # The fence timer of cron mode is the next round, which the raised deadline

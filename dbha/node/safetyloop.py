@@ -10,7 +10,7 @@ import threading
 import time
 
 from dbha.beat.service import HeartbeatService
-from dbha.core.model import SafetyView, Verdict
+from dbha.core.model import SafetyView
 from dbha.host.safety import SafetyCheck
 
 log = logging.getLogger("dbha")
@@ -82,7 +82,7 @@ class SafetyRunner:
             with self._lock:
                 current = self.view
                 if current is None or started > current.at:  # the newest start wins
-                    self.view = SafetyView(Verdict(result.verdict.value), started)
+                    self.view = SafetyView(result.verdict, started)
             self._wake.set()
             log.debug("safety check started %.3f: %s", started, result.verdict.value)
             if result.verdict.value != self._last_verdict:

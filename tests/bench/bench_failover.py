@@ -40,7 +40,7 @@ from dbha.lab.core import Lab
 FAULTS = scenario.TAKEOVER_FAULTS
 
 
-def _problems(o: scenario.Outcome) -> list[str]:
+def _problems(o: scenario.ScenarioOutcome) -> list[str]:
     v = o.verdict
     out = []
     if any(v.missing.values()):

@@ -90,7 +90,7 @@ def _check(lab: Lab, service: str, host: str) -> subprocess.CompletedProcess[str
     return _dbha(lab, service, host, "check")
 
 
-def _common(o: scenarios.Outcome) -> None:
+def _common(o: scenarios.ScenarioOutcome) -> None:
     v = o.verdict
     print(f"\n{o.line()}")
     assert v.missing == {h: [] for h in v.missing}, v.summary()
@@ -102,7 +102,7 @@ def _common(o: scenarios.Outcome) -> None:
     assert len(v.node_changes) <= 1, v.node_changes
 
 
-def _gap_after(o: scenarios.Outcome, since: float) -> float:
+def _gap_after(o: scenarios.ScenarioOutcome, since: float) -> float:
     """The longest pause between writes acknowledged through the VIP after ``since``."""
     times = [a.t for a in o.log.acks if a.t >= since]
     return max((b - a for a, b in itertools.pairwise(times)), default=0.0)

@@ -80,7 +80,7 @@ def _print_logs(lab: Lab, lines: int = 30) -> None:
             print(f"--- {service} supervisor on {host}:", *shown, sep="\n")
 
 
-def _common(o: scenarios.Outcome, record_property: RecordProperty) -> None:
+def _common(o: scenarios.ScenarioOutcome, record_property: RecordProperty) -> None:
     """What every scenario must show, whatever the fault."""
     v = o.verdict
     print(f"\n{o.line()}")
@@ -99,7 +99,7 @@ def _common(o: scenarios.Outcome, record_property: RecordProperty) -> None:
     assert o.writers_overlap(DEADLINE) == [], o.writers_overlap(DEADLINE)[:5]
 
 
-def _took_over(o: scenarios.Outcome) -> None:
+def _took_over(o: scenarios.ScenarioOutcome) -> None:
     svc = topo.SERVICES[o.service]
     v = o.verdict
     assert v.primary == svc.replica
@@ -111,7 +111,7 @@ def _took_over(o: scenarios.Outcome) -> None:
     assert svc.primary in v.fenced or svc.primary in v.replicas or stopped, v.summary()
 
 
-def _stayed(o: scenarios.Outcome) -> None:
+def _stayed(o: scenarios.ScenarioOutcome) -> None:
     svc = topo.SERVICES[o.service]
     assert o.verdict.primary == svc.primary
     assert o.verdict.node_changes == []

@@ -17,25 +17,25 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from dbha.config import SafetyTarget
+from dbha.core.model import Verdict
 from dbha.host.safety import (
     PG_SSL_REQUEST,
-    Outcome,
     Probe,
+    ProbeOutcome,
     SafetyCheck,
-    Verdict,
     describe_greeting,
     judge,
     run_probe,
 )
 
-O = Outcome  # noqa: E741 - short, for the table
+O = ProbeOutcome  # noqa: E741 - short, for the table
 
 
-def gw(*outcomes: Outcome) -> list[Probe]:
+def gw(*outcomes: ProbeOutcome) -> list[Probe]:
     return [Probe("icmp", f"198.18.0.{i + 1}", None, o, "", 0.0) for i, o in enumerate(outcomes)]
 
 
-def peer(*outcomes: Outcome) -> list[Probe]:
+def peer(*outcomes: ProbeOutcome) -> list[Probe]:
     return [Probe("postgresql", f"198.18.{i}.2", 5432, o, "", 0.0) for i, o in enumerate(outcomes)]
 
 
@@ -105,7 +105,7 @@ def test_the_reason_names_the_evidence() -> None:
     ],
 )
 def test_greeting_parser_never_raises(
-    header: bytes, payload: bytes, outcome: Outcome, word: str
+    header: bytes, payload: bytes, outcome: ProbeOutcome, word: str
 ) -> None:
     got, detail = describe_greeting(header, payload)
     assert got is outcome and word in detail
