@@ -39,28 +39,28 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from dbha.core.decide.requests import _request
+from dbha.core.decide.requests import request_rules
 from dbha.core.decide.roles import (
-    _fenced_node,
-    _handover,
-    _primary,
-    _promoting,
-    _replica,
+    fenced_rules,
+    handover_rules,
+    primary_rules,
+    promoting_rules,
+    replica_rules,
 )
 from dbha.core.decide.rules import (
-    _ASK_SAFETY,
-    _SERVING,
+    ASK_SAFETY,
     PROBE_FALL,
-    _d,
-    _dead_since,
-    _fenced,
-    _notify,
-    _stop_serving,
-    _wants_safety,
+    SERVING,
     announce,
+    dead_since,
+    decision,
     eligible,
+    fenced_state,
     lease_until,
+    notify,
     replica_present,
+    stop_serving,
+    wants_safety,
 )
 from dbha.core.model import (
     FENCE,
@@ -104,7 +104,7 @@ def decide(state: NodeState, obs: Observation, p: Params) -> Decision:
     elif obs.probe_at is None or obs.probe_at != failed_at:
         fails, failed_at = fails + 1, obs.probe_at
     elig = eligible(state, obs)
-    dead = _dead_since(state, obs)
+    dead = dead_since(state, obs)
     # A marked primary: since when its replica has been present again (catching up).
     back = (
         (obs.now if state.back_since is None else state.back_since)
@@ -139,21 +139,21 @@ def decide(state: NodeState, obs: Observation, p: Params) -> Decision:
             return d
     role = state.role
     if obs.request is not None:
-        d = _request(p, state, obs)
+        d = request_rules(p, state, obs)
     elif role is NodeRole.PRIMARY:
-        d = _primary(p, state, obs)
+        d = primary_rules(p, state, obs)
     elif role is NodeRole.REPLICA:
-        d = _replica(p, state, obs)
+        d = replica_rules(p, state, obs)
     elif role is NodeRole.FENCED:
-        d = _fenced_node(p, state, obs)
+        d = fenced_rules(p, state, obs)
     elif role is NodeRole.PROMOTING:
-        d = _promoting(p, state, obs)
+        d = promoting_rules(p, state, obs)
     else:
-        return _handover(p, state, obs)
+        return handover_rules(p, state, obs)
     nxt = d.next_state
-    if d.lease_until is None and nxt.role in _SERVING:
+    if d.lease_until is None and nxt.role in SERVING:
         d = d._replace(lease_until=lease_until(p, obs))
-    if nxt.role in _ASK_SAFETY and _wants_safety(p, nxt, obs):
+    if nxt.role in ASK_SAFETY and wants_safety(p, nxt, obs):
         # While the peer is quiet, whatever else happens, keep asking for the
         # safety check: it may renew a primary's lease and it gates a promotion.
         return Decision(
@@ -173,9 +173,9 @@ def _startup(state: NodeState, obs: Observation) -> Decision:
     role = state.role
     base = replace(state, started=True, since=obs.now)
     if role in (NodeRole.PRIMARY, NodeRole.HANDOVER):
-        acts = _stop_serving(obs)
-        return _d(
-            _fenced(base, obs),
+        acts = stop_serving(obs)
+        return decision(
+            fenced_state(base, obs),
             f"start-{role.value}",
             f"started as {role.value} (epoch {state.epoch}): fenced, without the VIP, "
             "until the peer confirms this node may serve",
@@ -186,7 +186,7 @@ def _startup(state: NodeState, obs: Observation) -> Decision:
         acts.append(FENCE)
     if role is NodeRole.FENCED:
         base = replace(base, fenced_at=obs.now)
-    return _d(
+    return decision(
         base,
         f"start-{role.value}",
         f"started as {role.value} (epoch {state.epoch})"
@@ -208,21 +208,21 @@ def _epochs(p: Params, state: NodeState, obs: Observation, last: Announce) -> De
                 and local.streaming
                 and local.upstream == p.peer
             ):
-                return _d(
+                return decision(
                     replace(state, epoch=last.epoch),
                     "newer-epoch-adopt",
                     f"the peer is primary at epoch {last.epoch} and this replica streams "
                     "from it: adopting the epoch",
                 )
-            return _d(
+            return decision(
                 replace(state, needs_resync=True, eligible_since=None),
                 "newer-epoch-replica",
                 f"the peer has epoch {last.epoch} > {state.epoch} and this replica does "
                 "not stream from it: it needs a resync",
-                [_notify("resync_needed", f"peer epoch {last.epoch}")],
+                [notify("resync_needed", f"peer epoch {last.epoch}")],
             )
         if role is NodeRole.HANDOVER and state.switching and last.role is NodeRole.PRIMARY:
-            return _d(
+            return decision(
                 replace(
                     state,
                     role=NodeRole.REPLICA,
@@ -235,23 +235,23 @@ def _epochs(p: Params, state: NodeState, obs: Observation, last: Announce) -> De
                 ),
                 "switchover-follow",
                 f"the peer took over at epoch {last.epoch}: following it as a replica",
-                [Rejoin(p.peer), _notify("switchover_done")],
+                [Rejoin(p.peer), notify("switchover_done")],
             )
-        return _d(
+        return decision(
             # The mark is kept: it records that this node acknowledged commits alone in
             # its epoch, which its resync must know (dbha.db.base.DatabaseDriver.rejoin).
-            _fenced(state, obs, needs_resync=True),
+            fenced_state(state, obs, needs_resync=True),
             "newer-epoch",
             f"the peer has epoch {last.epoch} > {state.epoch}: this node stops serving "
             "and needs a resync",
-            [*_stop_serving(obs), _notify("resync_needed", f"peer epoch {last.epoch}")],
+            [*stop_serving(obs), notify("resync_needed", f"peer epoch {last.epoch}")],
         )
-    if last.epoch == state.epoch and role in _SERVING and last.role in _SERVING and p.me > p.peer:
-        return _d(
-            _fenced(state, obs, needs_resync=True),
+    if last.epoch == state.epoch and role in SERVING and last.role in SERVING and p.me > p.peer:
+        return decision(
+            fenced_state(state, obs, needs_resync=True),
             "epoch-tie",
             f"both nodes serve at epoch {state.epoch}: {p.me} yields to {p.peer} "
             "and needs a resync",
-            [*_stop_serving(obs), _notify("resync_needed", "epoch tie")],
+            [*stop_serving(obs), notify("resync_needed", "epoch tie")],
         )
     return None

@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 from dbha.core.decide.rules import (
-    _SERVING,
-    _d,
-    _data_ok,
-    _dead_long_enough,
-    _notify,
-    _promotion,
-    _rejoin,
-    _verdict_after_beat,
+    SERVING,
+    data_ok,
+    dead_long_enough,
+    decision,
     lease_until,
+    notify,
+    promotion,
+    rejoin_decision,
+    verdict_after_beat,
 )
 from dbha.core.model import (
     FENCE,
@@ -33,14 +33,14 @@ from dbha.core.params import Params
 # ----------------------------------------------------------------- requests
 
 
-def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
+def request_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
     req = obs.request
     assert req is not None
     kind = req.kind
     if kind in (RequestKind.MAINTENANCE_ON, RequestKind.MAINTENANCE_OFF):
         on = kind is RequestKind.MAINTENANCE_ON
         word = "on" if on else "off"
-        return _d(
+        return decision(
             replace(state, maintenance=on),
             "maintenance",
             f"maintenance {word}: automatic failover {'paused' if on else 'resumed'}",
@@ -54,8 +54,8 @@ def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
             acts: list[Action] = [FENCE]
             if obs.vip_held:
                 acts.append(RELEASE_VIP)
-            acts.append(_notify("switchover_started"))
-            return _d(
+            acts.append(notify("switchover_started"))
+            return decision(
                 replace(state, role=NodeRole.HANDOVER, since=obs.now, switching=True),
                 "switchover-start",
                 f"switchover: fenced and VIP released, handing the role to {p.peer}",
@@ -71,19 +71,19 @@ def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
         detail = "operator: commits no longer wait for the replica" + (
             " (forced)" if req.force else ""
         )
-        return _d(
+        return decision(
             marked,
             "sync-relax",
             f"operator: commits no longer wait for {p.peer} (replica-not-in-sync mark at "
             f"epoch {state.epoch}, kept until it is back and has caught up)",
-            [PersistState(marked), SYNC_OFF, _notify("sync_relaxed", detail)],
+            [PersistState(marked), SYNC_OFF, notify("sync_relaxed", detail)],
             answer=f"synchronous commit relaxed: commits no longer wait for {p.peer}; "
             "they wait again once it is back, and the mark clears once it has caught up",
         )
     if kind is RequestKind.FAILOVER:
         why = _failover_blocker(p, state, obs, req.force)
         if why is None:
-            return _promotion(
+            return promotion(
                 p,
                 state,
                 obs,
@@ -105,7 +105,7 @@ def _request(p: Params, state: NodeState, obs: Observation) -> Decision:
         or not last.db_reachable
     ):
         return _refuse(state, "resync refused: the peer is not a reachable primary")
-    return _rejoin(p, state, obs, last, "resync", req.force, answer="resync done")
+    return rejoin_decision(p, state, obs, last, "resync", req.force, answer="resync done")
 
 
 def _refuse(state: NodeState, why: str) -> Decision:
@@ -117,7 +117,7 @@ def _refuse(state: NodeState, why: str) -> Decision:
     # The answer's first word says it was refused: "refused: resync: ..."
     head, sep, rest = why.partition(" refused: ")
     answer = f"refused: {head}: {rest}" if sep else f"refused: {why}"
-    return _d(state, "request-refused", why, [_notify(event, why)], answer=answer)
+    return decision(state, "request-refused", why, [notify(event, why)], answer=answer)
 
 
 def _switchover_blocker(state: NodeState, obs: Observation) -> str | None:
@@ -149,7 +149,7 @@ def _relax_blocker(p: Params, state: NodeState, obs: Observation, force: bool) -
         return None
     peer, last = obs.peer, obs.peer.last
     if peer.silent:
-        if _verdict_after_beat(obs, Verdict.PEER_DEAD):
+        if verdict_after_beat(obs, Verdict.PEER_DEAD):
             return None
         return (
             "the replica is silent but the safety check does not find its database dead: "
@@ -175,16 +175,16 @@ def _failover_blocker(p: Params, state: NodeState, obs: Observation, force: bool
         ref = peer.heard_at if peer.heard_at is not None else state.since
         if ref is not None and obs.now < ref + p.deadline:
             return "the peer was heard less than the self-fence deadline ago"
-        if not _verdict_after_beat(obs, Verdict.PEER_DEAD):
+        if not verdict_after_beat(obs, Verdict.PEER_DEAD):
             # --force skips data checks, never this: a peer whose database still
             # answers may still serve (fence it first, or use a switchover).
             return "the safety check does not say peer_dead"
         if obs.now >= obs.safety.at + p.lease:  # type: ignore[union-attr]
             return "the safety verdict is too old to serve under"
-        why = _dead_long_enough(p, state, obs.now)
+        why = dead_long_enough(p, state, obs.now)
         if why is not None:
             return why
-    elif last is None or last.db_writable or last.role in _SERVING:
+    elif last is None or last.db_writable or last.role in SERVING:
         return "the peer is heard and serving: use switchover"
     elif last.role is NodeRole.FENCED and not last.needs_resync:
         # it resumes as soon as it hears us as a replica: promoting now would race it
@@ -197,7 +197,7 @@ def _failover_blocker(p: Params, state: NodeState, obs: Observation, force: bool
     if not force:
         if state.needs_resync:
             return "this node needs a resync (use --force)"
-        why = _data_ok(p, state, obs, unilateral=peer.silent)
+        why = data_ok(p, state, obs, unilateral=peer.silent)
         if why is not None:
             return why + " (use --force)"
     return None

@@ -9,20 +9,20 @@ from dbha.core.decide.rules import (
     PREPARE_EVERY,
     PROBE_FALL,
     REARM_AFTER,
-    _can_rejoin,
-    _d,
-    _data_ok,
-    _dead_long_enough,
-    _fenced,
-    _notify,
-    _promotion,
-    _received,
-    _rejoin,
-    _replay_ok,
-    _stop_serving,
-    _verdict_after_beat,
+    can_rejoin,
+    data_ok,
+    dead_long_enough,
+    decision,
+    fenced_state,
     lease_until,
+    notify,
+    promotion,
+    received_position,
+    rejoin_decision,
+    replay_ok,
     replica_present,
+    stop_serving,
+    verdict_after_beat,
 )
 from dbha.core.model import (
     ACQUIRE_VIP,
@@ -50,28 +50,28 @@ from dbha.core.params import Params
 # ------------------------------------------------------------------ replica
 
 
-def _replica(p: Params, state: NodeState, obs: Observation) -> Decision:
+def replica_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
     local = obs.local
     peer = obs.peer
     last = peer.last
     if local.reachable and local.writable:
-        return _d(
+        return decision(
             replace(state, needs_resync=True, eligible_since=None),
             "replica-writable-db",
             "this replica's database accepts writes: fenced, and it needs a resync",
-            [FENCE, _notify("resync_needed", "replica database was writable")],
+            [FENCE, notify("resync_needed", "replica database was writable")],
         )
     if state.needs_resync:
-        up = _can_rejoin(p, state, obs)
+        up = can_rejoin(p, state, obs)
         if up is not None:
-            return _rejoin(p, state, obs, up, "rejoin-auto")
-        return _d(state, "replica-resync-wait", "this replica needs a resync; not eligible")
+            return rejoin_decision(p, state, obs, up, "rejoin-auto")
+        return decision(state, "replica-resync-wait", "this replica needs a resync; not eligible")
     if not peer.silent:
         if last is not None and last.role is NodeRole.HANDOVER and last.epoch == state.epoch:
             why = _handover_blocker(p, state, obs, last)
             if why is None:
-                return _promotion(p, state, obs, "handover-promote", f"{p.peer} handed over", False)
-            return _d(state, "handover-not-ready", f"{p.peer} hands over, but {why}")
+                return promotion(p, state, obs, "handover-promote", f"{p.peer} handed over", False)
+            return decision(state, "handover-not-ready", f"{p.peer} hands over, but {why}")
         if (
             p.sync
             and local.reachable
@@ -81,18 +81,18 @@ def _replica(p: Params, state: NodeState, obs: Observation) -> Decision:
                 state.prepare_asked_at is None or obs.now - state.prepare_asked_at >= PREPARE_EVERY
             )
         ):
-            return _d(
+            return decision(
                 replace(state, prepare_asked_at=obs.now),
                 "replica-prepare",
                 "this replica does not acknowledge synchronous commits (a standby named "
                 "otherwise, or semi-sync off on this side): making it",
-                [PREPARE_REPLICA, _notify("replica_prepared", "acknowledges synchronous commits")],
+                [PREPARE_REPLICA, notify("replica_prepared", "acknowledges synchronous commits")],
             )
-        return _d(state, "replica-follow", "replica: following")
+        return decision(state, "replica-follow", "replica: following")
     why = _failover_blocker_auto(p, state, obs)
     if why is None:
-        return _promotion(p, state, obs, "failover-promote", f"{p.peer} is silent and dead", True)
-    blocked = _d(state, "failover-blocked", f"{p.peer} is silent; not promoting: {why}")
+        return promotion(p, state, obs, "failover-promote", f"{p.peer} is silent and dead", True)
+    blocked = decision(state, "failover-blocked", f"{p.peer} is silent; not promoting: {why}")
     return blocked._replace(wake_at=_waits_end(p, state, obs))
 
 
@@ -117,13 +117,13 @@ def _handover_blocker(p: Params, state: NodeState, obs: Observation, last: Annou
     if lease is None or obs.now >= lease:
         return "no lease: the peer has not confirmed hearing us yet"
     if last.db_reachable and last.position is not None:
-        mine = _received(obs)
+        mine = received_position(obs)
         if mine is None or not obs.covers(mine, last.position):
             return f"this replica has not received everything yet ({mine} < {last.position})"
         if p.sync and p.fallback == "arbiter":
-            return _data_ok(p, state, obs, unilateral=False)
-        return _replay_ok(p, obs)
-    return _data_ok(p, state, obs, unilateral=False)
+            return data_ok(p, state, obs, unilateral=False)
+        return replay_ok(p, obs)
+    return data_ok(p, state, obs, unilateral=False)
 
 
 def _failover_blocker_auto(p: Params, state: NodeState, obs: Observation) -> str | None:
@@ -131,7 +131,7 @@ def _failover_blocker_auto(p: Params, state: NodeState, obs: Observation) -> str
     peer = obs.peer
     last = peer.last
     now = obs.now
-    if not _verdict_after_beat(obs, Verdict.PEER_DEAD):
+    if not verdict_after_beat(obs, Verdict.PEER_DEAD):
         s = obs.safety
         got = "none yet" if s is None or (peer.heard_at and s.at < peer.heard_at) else s.verdict
         return f"the safety check does not say peer_dead ({got})"
@@ -141,7 +141,7 @@ def _failover_blocker_auto(p: Params, state: NodeState, obs: Observation) -> str
     if ref is None or now < ref + p.deadline:
         left = p.deadline - (now - ref) if ref is not None else p.deadline
         return f"waiting out the peer's self-fence deadline ({left:.2f} s left)"
-    why = _dead_long_enough(p, state, now)
+    why = dead_long_enough(p, state, now)
     if why is not None:
         return why
     if state.maintenance or (last is not None and last.maintenance):
@@ -151,65 +151,65 @@ def _failover_blocker_auto(p: Params, state: NodeState, obs: Observation) -> str
         return "the local database is not an answering replica"
     if not obs.keeper_ok:
         return "the lease keeper is not running"
-    return _data_ok(p, state, obs, unilateral=True)
+    return data_ok(p, state, obs, unilateral=True)
 
 
 # ---------------------------------------------------------------- promoting
 
 
-def _promoting(p: Params, state: NodeState, obs: Observation) -> Decision:
+def promoting_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
     lease = lease_until(p, obs)
     local = obs.local
     if lease is None or obs.now >= lease:
-        return _d(state, "promoting-wait", "promotion under way, waiting for a lease")
+        return decision(state, "promoting-wait", "promotion under way, waiting for a lease")
     done = replace(state, role=NodeRole.PRIMARY, since=obs.now, last_failover=obs.wall)
     if local.reachable and local.role is Role.PRIMARY and local.writable:
         acts: list[Action] = [] if obs.vip_held else [ACQUIRE_VIP]
-        acts.append(_notify("promoted", f"epoch {state.epoch}"))
-        return _d(done, "promoting-done", "promotion complete", acts, lease)
+        acts.append(notify("promoted", f"epoch {state.epoch}"))
+        return decision(done, "promoting-done", "promotion complete", acts, lease)
     acts = [WAIT_REPLAYED, PROMOTE]
     if p.sync:
         acts.append(SYNC_ON if state.sync_mark is None else SYNC_OFF)
     if not obs.vip_held:
         acts.append(ACQUIRE_VIP)
-    acts.append(_notify("promoted", f"epoch {state.epoch}"))
-    return _d(done, "promoting-retry", "finishing the promotion", acts, lease)
+    acts.append(notify("promoted", f"epoch {state.epoch}"))
+    return decision(done, "promoting-retry", "finishing the promotion", acts, lease)
 
 
 # ------------------------------------------------------------------ primary
 
 
-def _primary(p: Params, state: NodeState, obs: Observation) -> Decision:
+def primary_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
     now = obs.now
     peer = obs.peer
     local = obs.local
-    if _verdict_after_beat(obs, Verdict.I_AM_ISOLATED):
-        return _d(
-            _fenced(state, obs),
+    if verdict_after_beat(obs, Verdict.I_AM_ISOLATED):
+        return decision(
+            fenced_state(state, obs),
             "primary-isolated",
             "isolated (no path to the peer, no gateway): fenced and VIP released",
-            [*_stop_serving(obs), _notify("fenced", "isolated")],
+            [*stop_serving(obs), notify("fenced", "isolated")],
         )
     lease = lease_until(p, obs)
     if lease is None or now >= lease:
-        return _d(
-            _fenced(state, obs),
+        return decision(
+            fenced_state(state, obs),
             "primary-lease-lost",
             "no news that the peer still hears us, and no safety verdict: "
             "lease expired, fenced and VIP released",
-            [*_stop_serving(obs), _notify("fenced", "lease expired")],
+            [*stop_serving(obs), notify("fenced", "lease expired")],
         )
     last = peer.last
     if not local.reachable and (peer.heard_at is None or now - peer.heard_at >= p.quiet):
         # The peer cannot hear us and its safety check will find our database dead:
         # it may promote. Our own verdicts say nothing about that, so stop serving
         # and resume only once the peer confirms it did not.
-        return _d(
-            _fenced(state, obs),
+        return decision(
+            fenced_state(state, obs),
             "primary-db-lost",
             f"the local database does not answer and {p.peer} is quiet: VIP released, "
             "fenced until the peer confirms this node may serve",
-            [*_stop_serving(obs), _notify("fenced", "database lost while the peer is quiet")],
+            [*stop_serving(obs), notify("fenced", "database lost while the peer is quiet")],
         )
     if state.db_fails >= PROBE_FALL or not obs.checks_ok:
         what = "failed its probe" if state.db_fails >= PROBE_FALL else "failed its checks"
@@ -222,13 +222,13 @@ def _primary(p: Params, state: NodeState, obs: Observation) -> Decision:
             and not last.maintenance
             and state.sync_mark is None
         ):
-            return _d(
+            return decision(
                 replace(state, role=NodeRole.HANDOVER, since=now, switching=False),
                 "primary-db-failed",
                 f"the local database {what}: VIP released, fenced, handing over to {p.peer}",
                 [
-                    *_stop_serving(obs),
-                    _notify("failover_started", f"local database {what}"),
+                    *stop_serving(obs),
+                    notify("failover_started", f"local database {what}"),
                 ],
                 lease,
             )
@@ -238,7 +238,9 @@ def _primary(p: Params, state: NodeState, obs: Observation) -> Decision:
             if state.sync_mark is not None
             else f"{p.peer} cannot take over"
         )
-        return _d(state, "primary-db-failing", f"the local database {what}, and {why}", lease=lease)
+        return decision(
+            state, "primary-db-failing", f"the local database {what}, and {why}", lease=lease
+        )
     if p.sync and local.reachable:
         d = _sync(p, state, obs, lease)
         if d is not None:
@@ -247,16 +249,16 @@ def _primary(p: Params, state: NodeState, obs: Observation) -> Decision:
         # The keeper (a stalled loop), the peer (before a promotion) or an operator
         # fenced it. Never undo someone else's fence here: resume as a fenced node
         # does, once the peer confirms.
-        return _d(
-            _fenced(state, obs),
+        return decision(
+            fenced_state(state, obs),
             "primary-db-fenced",
             "the database was fenced (keeper, peer or operator): fenced until the peer "
             "confirms this node may serve",
-            [*_stop_serving(obs), _notify("fenced", "database found fenced")],
+            [*stop_serving(obs), notify("fenced", "database found fenced")],
         )
     if local.writable and not obs.vip_held:
-        return _d(state, "primary-take-vip", "taking the VIP", [ACQUIRE_VIP], lease)
-    return _d(state, "primary-serving", "primary: serving", lease=lease)
+        return decision(state, "primary-take-vip", "taking the VIP", [ACQUIRE_VIP], lease)
+    return decision(state, "primary-serving", "primary: serving", lease=lease)
 
 
 def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decision | None:
@@ -276,7 +278,7 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
             # need to wait out the time in which a vanished replica might promote.
             resyncing = last is not None and not peer.silent and last.needs_resync
             if (resyncing or gone_for >= p.fallback_wait) and (
-                not peer.silent or _verdict_after_beat(obs, Verdict.PEER_DEAD)
+                not peer.silent or verdict_after_beat(obs, Verdict.PEER_DEAD)
             ):
                 why = "needs a resync" if resyncing else f"gone for {gone_for:.1f} s"
                 marked = replace(state, sync_mark=state.epoch, clear_pos=None)
@@ -286,9 +288,9 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
                 acts += [
                     PersistState(marked),
                     SYNC_OFF,
-                    _notify("sync_fallback", f"replica {why}"),
+                    notify("sync_fallback", f"replica {why}"),
                 ]
-                return _d(
+                return decision(
                     marked,
                     "primary-sync-fallback",
                     f"{p.peer} {why}: commits no longer wait for it "
@@ -297,11 +299,11 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
                     lease,
                 )
         if not local.sync_replication:
-            return _d(state, "primary-sync-on", "synchronous commit on", [SYNC_ON], lease)
+            return decision(state, "primary-sync-on", "synchronous commit on", [SYNC_ON], lease)
         return None
     if not present:
         if local.sync_replication:
-            return _d(
+            return decision(
                 replace(state, clear_pos=None),
                 "primary-sync-off",
                 f"{p.peer} is gone again: commits stop waiting for it",
@@ -315,14 +317,14 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
         if not caught_up and obs.now - back < REARM_AFTER:
             # Commits would wait until it has caught up: a write stall as long as its
             # catch-up. The mark keeps it ineligible meanwhile, so nothing is at risk.
-            return _d(
+            return decision(
                 state,
                 "primary-sync-catchup",
                 f"{p.peer} is back and catching up: synchronous commit waits until it "
                 f"streams (at most {REARM_AFTER:g} s), the mark is kept",
                 lease=lease,
             )
-        return _d(
+        return decision(
             replace(state, clear_pos=None),
             "primary-sync-on",
             f"{p.peer} is back"
@@ -334,7 +336,7 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
     if state.clear_pos is None:
         if local.position is None:
             return None
-        return _d(
+        return decision(
             replace(state, clear_pos=local.position),
             "primary-sync-armed",
             f"waiting for {p.peer} to reach {local.position} to clear the mark",
@@ -350,8 +352,8 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
     for pos in seen:
         if obs.covers(pos, state.clear_pos):
             acts = [ArbiterUnmark(state.epoch)] if p.fallback == "arbiter" else []
-            acts.append(_notify("sync_restored"))
-            return _d(
+            acts.append(notify("sync_restored"))
+            return decision(
                 replace(state, sync_mark=None, clear_pos=None),
                 "primary-sync-restored",
                 f"{p.peer} has caught up: replica-not-in-sync mark cleared",
@@ -364,35 +366,35 @@ def _sync(p: Params, state: NodeState, obs: Observation, lease: float) -> Decisi
 # ------------------------------------------------------ handover and fenced
 
 
-def _handover(p: Params, state: NodeState, obs: Observation) -> Decision:
+def handover_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
     since = state.since if state.since is not None else obs.now
     if obs.now - since > p.handover_timeout:
-        return _d(
-            _fenced(state, obs),
+        return decision(
+            fenced_state(state, obs),
             "handover-timeout",
             f"{p.peer} did not take over within {p.handover_timeout:g} s: fenced, "
             "resuming only once the peer confirms",
-            [*_stop_serving(obs), _notify("failover_refused", "handover timed out")],
+            [*stop_serving(obs), notify("failover_refused", "handover timed out")],
         )
-    return _d(
+    return decision(
         state,
         "handover-wait",
         f"handing over to {p.peer}",
-        _stop_serving(obs) if (obs.vip_held or obs.local.writable) else (),
+        stop_serving(obs) if (obs.vip_held or obs.local.writable) else (),
     )
 
 
-def _fenced_node(p: Params, state: NodeState, obs: Observation) -> Decision:
+def fenced_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
     if state.needs_resync:
-        up = _can_rejoin(p, state, obs)
+        up = can_rejoin(p, state, obs)
         if up is not None:
-            return _rejoin(p, state, obs, up, "rejoin-auto")
-        return _d(
+            return rejoin_decision(p, state, obs, up, "rejoin-auto")
+        return decision(
             state,
             "fenced-wait",
             "fenced, needs a resync"
             + ("" if p.auto_rejoin else " (automatic rejoin is off: run dbha resync)"),
-            _stop_serving(obs) if (obs.vip_held or obs.local.writable) else (),
+            stop_serving(obs) if (obs.vip_held or obs.local.writable) else (),
         )
     last = obs.peer.last
     if (
@@ -407,11 +409,11 @@ def _fenced_node(p: Params, state: NodeState, obs: Observation) -> Decision:
     ):
         # Our database is gone (e.g. the keeper killed it while it hung): this node
         # cannot resume, so let the replica take over.
-        return _d(
+        return decision(
             replace(state, role=NodeRole.HANDOVER, since=obs.now, switching=False),
             "fenced-db-failed",
             f"fenced, and the local database does not answer: handing over to {p.peer}",
-            [_notify("failover_started", "local database failed while fenced")],
+            [notify("failover_started", "local database failed while fenced")],
         )
     why = _resume_blocker(p, state, obs)
     if why is None:
@@ -419,19 +421,19 @@ def _fenced_node(p: Params, state: NodeState, obs: Observation) -> Decision:
         acts: list[Action] = [UNFENCE]
         if not obs.vip_held:
             acts.append(ACQUIRE_VIP)
-        acts.append(_notify("unfenced", "peer confirmed"))
-        return _d(
+        acts.append(notify("unfenced", "peer confirmed"))
+        return decision(
             replace(state, role=NodeRole.PRIMARY, since=obs.now, fenced_at=None),
             "fenced-resume",
             f"{p.peer} hears us and has not taken over: resuming as primary",
             acts,
             lease,
         )
-    return _d(
+    return decision(
         state,
         "fenced-wait",
         f"fenced: {why}",
-        _stop_serving(obs) if (obs.vip_held or obs.local.writable) else (),
+        stop_serving(obs) if (obs.vip_held or obs.local.writable) else (),
     )
 
 

@@ -45,8 +45,8 @@ PREPARE_EVERY = 5.0
 # and commits do not wait for a replica that is still catching up.
 REARM_AFTER = 30.0
 
-_SERVING = (NodeRole.PRIMARY, NodeRole.PROMOTING)
-_ASK_SAFETY = (NodeRole.PRIMARY, NodeRole.PROMOTING, NodeRole.REPLICA, NodeRole.FENCED)
+SERVING = (NodeRole.PRIMARY, NodeRole.PROMOTING)
+ASK_SAFETY = (NodeRole.PRIMARY, NodeRole.PROMOTING, NodeRole.REPLICA, NodeRole.FENCED)
 _GOOD_VERDICTS = (Verdict.PEER_DEAD, Verdict.PEER_ALIVE_HEARTBEAT_BROKEN)
 
 
@@ -104,13 +104,13 @@ def announce(state: NodeState, obs: Observation) -> Announce:
     )
 
 
-def _verdict_after_beat(obs: Observation, verdict: Verdict) -> bool:
+def verdict_after_beat(obs: Observation, verdict: Verdict) -> bool:
     s = obs.safety
     heard = obs.peer.heard_at
     return s is not None and s.verdict is verdict and (heard is None or s.at >= heard)
 
 
-def _wants_safety(p: Params, state: NodeState, obs: Observation) -> bool:
+def wants_safety(p: Params, state: NodeState, obs: Observation) -> bool:
     """Ask for a safety check: the peer is quiet and no check was asked recently."""
     heard = obs.peer.heard_at
     now = obs.now
@@ -132,7 +132,7 @@ def _lag_ok(p: Params, obs: Observation) -> str | None:
     return None
 
 
-def _replay_ok(p: Params, obs: Observation) -> str | None:
+def replay_ok(p: Params, obs: Observation) -> str | None:
     """None when this replica can apply what it received in bounded time: its replay
     is not paused with something left to apply (a pause is its operator's intent,
     and a promotion would have to override it), and it is not more than the bound
@@ -153,13 +153,13 @@ def _replay_ok(p: Params, obs: Observation) -> str | None:
     return None
 
 
-def _data_ok(p: Params, state: NodeState, obs: Observation, unilateral: bool) -> str | None:
+def data_ok(p: Params, state: NodeState, obs: Observation, unilateral: bool) -> str | None:
     """Condition (d): None when promoting this replica loses nothing it must not, and
     it can finish its replay in bounded time."""
     last = obs.peer.last
     if not p.sync:
-        return _lag_ok(p, obs) or _replay_ok(p, obs)
-    why = _replay_ok(p, obs)
+        return _lag_ok(p, obs) or replay_ok(p, obs)
+    why = replay_ok(p, obs)
     if why is not None:
         return why
     if last is not None and last.sync_mark is not None:
@@ -180,16 +180,16 @@ def _data_ok(p: Params, state: NodeState, obs: Observation, unilateral: bool) ->
     return None
 
 
-def _received(obs: Observation) -> Position | None:
+def received_position(obs: Observation) -> Position | None:
     local = obs.local
     return local.received if local.received is not None else local.position
 
 
-def _notify(event: str, detail: str = "") -> Notify:
+def notify(event: str, detail: str = "") -> Notify:
     return Notify(event, detail)
 
 
-def _stop_serving(obs: Observation, fence: Fence = FENCE) -> list[Action]:
+def stop_serving(obs: Observation, fence: Fence = FENCE) -> list[Action]:
     """Fence, then drop the VIP. A database that answers is fenced first, while the
     VIP is still here: the fence ends its sessions, and the error and FIN it sends
     reach the clients only from an address the host still has (sent from a removed
@@ -209,7 +209,7 @@ def _stop_serving(obs: Observation, fence: Fence = FENCE) -> list[Action]:
     return acts
 
 
-def _fenced(state: NodeState, obs: Observation, **changes: object) -> NodeState:
+def fenced_state(state: NodeState, obs: Observation, **changes: object) -> NodeState:
     return replace(
         state,
         role=NodeRole.FENCED,
@@ -222,7 +222,7 @@ def _fenced(state: NodeState, obs: Observation, **changes: object) -> NodeState:
     )
 
 
-def _d(
+def decision(
     state: NodeState,
     rule: str,
     reason: str,
@@ -233,7 +233,7 @@ def _d(
     return Decision(state, tuple(actions), rule, reason, lease, answer)
 
 
-def _dead_since(state: NodeState, obs: Observation) -> float | None:
+def dead_since(state: NodeState, obs: Observation) -> float | None:
     """When the current unbroken run of peer_dead verdicts began (None: no such run).
     Any beat, or any other verdict, ends the run."""
     s = obs.safety
@@ -246,7 +246,7 @@ def _dead_since(state: NodeState, obs: Observation) -> float | None:
     return since
 
 
-def _dead_long_enough(p: Params, state: NodeState, now: float) -> str | None:
+def dead_long_enough(p: Params, state: NodeState, now: float) -> str | None:
     """The peer renews its lease with its own verdicts while we cannot hear it (our
     isolation, its isolation, broken heartbeats), so silence alone proves nothing:
     its database must have been unreachable for a whole deadline, counted from the
@@ -261,7 +261,7 @@ def _dead_long_enough(p: Params, state: NodeState, now: float) -> str | None:
     return None
 
 
-def _promotion(
+def promotion(
     p: Params,
     state: NodeState,
     obs: Observation,
@@ -291,15 +291,15 @@ def _promotion(
     if p.sync and p.fallback == "arbiter":
         acts.append(ArbiterPromote(state.epoch, mark is not None))
     acts.append(PersistState(promoting))
-    acts.append(_notify("failover_started", why))
+    acts.append(notify("failover_started", why))
     if unilateral:
         acts.append(FENCE_PEER)
     acts += [WAIT_REPLAYED, PROMOTE]
     if p.sync:  # before the VIP: the first commit through it already waits (or not)
         acts.append(SYNC_ON if mark is None else SYNC_OFF)
-    acts += [ACQUIRE_VIP, _notify("promoted", f"epoch {epoch}")]
+    acts += [ACQUIRE_VIP, notify("promoted", f"epoch {epoch}")]
     done = replace(promoting, role=NodeRole.PRIMARY, last_failover=obs.wall)
-    return _d(
+    return decision(
         done,
         rule,
         f"{why}: promoting at epoch {epoch}",
@@ -309,7 +309,7 @@ def _promotion(
     )
 
 
-def _rejoin(
+def rejoin_decision(
     p: Params,
     state: NodeState,
     obs: Observation,
@@ -338,16 +338,16 @@ def _rejoin(
         and (state.role is NodeRole.FENCED and state.sync_mark is None)
     )
     acts = [
-        *_stop_serving(obs),
+        *stop_serving(obs),
         Rejoin(p.peer, force, unacknowledged=unacked),
-        _notify("rejoined", f"epoch {last.epoch}"),
+        notify("rejoined", f"epoch {last.epoch}"),
     ]
-    return _d(
+    return decision(
         new, rule, f"rejoining as a replica of {p.peer} (epoch {last.epoch})", acts, None, answer
     )
 
 
-def _can_rejoin(p: Params, state: NodeState, obs: Observation) -> Announce | None:
+def can_rejoin(p: Params, state: NodeState, obs: Observation) -> Announce | None:
     last = obs.peer.last
     if (
         p.auto_rejoin
