@@ -13,16 +13,20 @@ where none is due. Times are printed and recorded, never asserted.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import secrets
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pymysql
 import pytest
 
 from dbha.errors import LabError
@@ -530,6 +534,168 @@ def test_8_an_isolated_primarys_unacknowledged_commits_rejoin_without_force(
     verdict = cl.verify(apair, service, o.log)
     assert verdict.missing == {h: [] for h in verdict.missing}, verdict.summary()
     assert "never acknowledged" in log or "repoint" in log or "follow" in log, log[-3000:]
+
+
+# ------------------------- a forced resync while the new primary is saturated
+
+
+@contextlib.contextmanager
+def _strict(lab: Lab, service: str) -> Iterator[None]:
+    """Both supervisors of ``service`` restarted on ``sync_fallback = "strict"`` (the
+    default an operator gets); the lab's own setting and supervisors back afterwards."""
+    configs = {h: lab.supervisors.paths(service, h).config for h in topo.DB_HOSTS}
+    saved = {h: c.read_text() for h, c in configs.items()}
+
+    def restart(texts: dict[str, str]) -> None:
+        for host in topo.DB_HOSTS:
+            lab.supervisors.stop(service, host)
+        for host, text in texts.items():
+            configs[host].write_text(text)
+        for host in topo.DB_HOSTS:
+            lab.supervisors.start(service, host, "run")
+            lab.supervisors.wait_started(service, host, "run")
+
+    strict = {}
+    for host, text in saved.items():
+        assert 'sync_fallback = "fallback"' in text, text
+        strict[host] = text.replace('sync_fallback = "fallback"', 'sync_fallback = "strict"')
+    restart(strict)
+    try:
+        yield
+    finally:
+        restart(saved)
+
+
+class _Waiters:
+    """Application commits on a node's own socket, each on a connection of its own
+    (read timeout far past the test), opened until the server refuses one because
+    its connection slots are full. ``acked``: the tokens whose commit returned."""
+
+    def __init__(self, node: MariaNode) -> None:
+        self.node = node
+        self.acked: list[str] = []
+        self.tokens: list[str] = []
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+
+    def fill(self, most: int) -> str:
+        """Open commits until one connection is refused; that refusal's text."""
+        password = self.node.layout.secret("mariadb-app")
+        for i in range(most):
+            try:
+                conn = pymysql.connect(
+                    unix_socket=str(self.node.socket),
+                    user="app",
+                    password=password,
+                    database="app",
+                    connect_timeout=3,
+                    read_timeout=280,
+                    autocommit=True,
+                )
+            except pymysql.MySQLError as exc:
+                return str(exc)
+            token = f"d9-wait-{i}-{secrets.token_hex(4)}"
+            self.tokens.append(token)
+            t = threading.Thread(target=self._commit, args=(conn, token), daemon=True)
+            t.start()
+            self.threads.append(t)
+        raise AssertionError(f"{most} connections opened and none refused")
+
+    def _commit(self, conn: pymysql.connections.Connection, token: str) -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.execute("INSERT INTO dbha_lab_proof (token) VALUES (%s)", (token,))
+            with self.lock:
+                self.acked.append(token)
+        except pymysql.MySQLError:
+            pass
+        finally:
+            with contextlib.suppress(pymysql.MySQLError):
+                conn.close()
+
+    def join(self, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        for t in self.threads:
+            t.join(max(0.0, end - time.monotonic()))
+
+
+def _set_max_connections(node: MariaNode, n: int) -> None:
+    """As root on the socket; retried while the one connection past the limit that
+    MariaDB keeps for an administrator is in use (dbha's probe uses it too)."""
+
+    def done() -> bool:
+        res = node._client(f"SET GLOBAL max_connections = {n};", check=False)
+        return res.returncode == 0
+
+    wait_until(done, 20.0, f"max_connections = {n} on {node.host}", 0.2)
+
+
+def test_9_a_forced_resync_while_the_new_primary_is_saturated_is_bounded(
+    apair: Lab, record_property: RecordProperty
+) -> None:
+    """Defect 9. MariaDB, strict synchronous commit (the default). The primary is
+    isolated, the replica takes over, and every commit on it waits for a replica
+    that is not there, each holding a connection slot, until the server refuses
+    more. ``dbha resync --force`` on the old primary, whose receiver is refused
+    by the saturated server, fails within its bound and names the refusal (it used
+    to wait on "still connecting" for over 180 s). Once the slots are freed a
+    second forced resync rejoins; the waiting commits return, and every one that
+    returned is on both nodes."""
+    service = "mariadb"
+    svc = topo.SERVICES[service]
+    old, new = svc.primary, svc.replica
+    with _strict(apair, service):
+        wait_until(lambda: _mark(apair, service) is None, 20.0, "the strict pair in sync")
+        apair.isolate(old)
+        wait_until(
+            lambda: supervisor_status(apair, service, new)["local"]["role"] == "primary",
+            30.0,
+            f"{new} to take over",
+            0.3,
+        )
+        apair.heal()
+        wait_until(
+            lambda: supervisor_status(apair, service, old)["local"]["role"] == "fenced",
+            30.0,
+            f"{old} to stay fenced",
+            0.3,
+        )
+        node = apair.node(service, new)
+        assert isinstance(node, MariaNode)
+        waiters = _Waiters(node)
+        _set_max_connections(node, 12)
+        try:
+            refusal = waiters.fill(40)
+            print(f"\n{len(waiters.tokens)} commits waiting; the next connection: {refusal}")
+            assert "1040" in refusal or "Too many connections" in refusal, refusal
+            check = _check(apair, service, new)
+            assert check.returncode == 2 and "blocked" in check.stdout, check.stdout
+            started = time.monotonic()
+            res = _dbha(apair, service, old, "resync", "--force", timeout=300)
+            took = time.monotonic() - started
+            said = (res.stdout + res.stderr).strip()
+            print(f"forced resync, slots full: exit {res.returncode} in {took:.1f} s: {said}")
+            record_property("mariadb_forced_resync_saturated_s", round(took, 1))
+            assert res.returncode != 0, said
+            assert said.startswith(("dbha: failed:", "failed:")), said
+        finally:
+            _set_max_connections(node, 151)
+        started = time.monotonic()
+        res = _dbha(apair, service, old, "resync", "--force", timeout=300)
+        took = time.monotonic() - started
+        print(f"forced resync, slots free: exit {res.returncode} in {took:.1f} s")
+        record_property("mariadb_forced_resync_free_s", round(took, 1))
+        assert res.returncode == 0, res.stdout + res.stderr
+        waiters.join(60.0)
+        print(f"{len(waiters.acked)} of {len(waiters.tokens)} waiting commits returned")
+        assert waiters.acked, "no waiting commit returned once the replica was back"
+        other = apair.node(service, old)
+        wait_until(
+            lambda: all(other.has_token(t) for t in waiters.acked),
+            30.0,
+            "every returned commit on the rejoined node",
+        )
+        assert all(node.has_token(t) for t in waiters.acked)
 
 
 @pytest.mark.parametrize("service", SERVICES)
