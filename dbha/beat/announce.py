@@ -7,9 +7,8 @@ a position that cannot be read is ``None`` (unknown), never an exception.
 
 from __future__ import annotations
 
-from dbha.beat.service import HeartbeatSnapshot
-from dbha.beat.wire import Beat
-from dbha.beat.wire import Role as BeatRole
+from dbha.beat.service import HeartbeatSnapshot, LocalStatus
+from dbha.beat.wire import Beat, DbSummary
 from dbha.core.model import Announce, NodeRole, PeerView, Position
 
 _MAX_FIELD = 1200  # a position longer than a datagram allows is not worth parsing
@@ -47,22 +46,12 @@ def parse_position(text: str) -> Position | None:
     return Position(engine, timeline, lsn_value, gset or None)
 
 
-_ROLES = {
-    BeatRole.PRIMARY: NodeRole.PRIMARY,
-    BeatRole.REPLICA: NodeRole.REPLICA,
-    BeatRole.PROMOTING: NodeRole.PROMOTING,
-    BeatRole.HANDOVER: NodeRole.HANDOVER,
-    BeatRole.FENCED: NodeRole.FENCED,
-    # A sender that does not know what it is cannot serve: treat it as fenced.
-    BeatRole.UNKNOWN: NodeRole.FENCED,
-}
-
-
 def announce_of(beat: Beat) -> Announce:
     """What the peer said about itself in ``beat``."""
     return Announce(
         epoch=beat.epoch,
-        role=_ROLES[beat.role],
+        # A sender that does not know what it is cannot serve: treat it as fenced.
+        role=NodeRole.FENCED if beat.role is None else beat.role,
         db_reachable=beat.db.reachable,
         db_writable=beat.db.writable,
         position=parse_position(beat.db.position),
@@ -73,19 +62,17 @@ def announce_of(beat: Beat) -> Announce:
     )
 
 
-def beat_fields(a: Announce) -> dict[str, object]:
-    """Keyword arguments for ``HeartbeatService.update_status`` saying ``a``."""
-    return {
-        "epoch": a.epoch,
-        "role": BeatRole(a.role.value),
-        "reachable": a.db_reachable,
-        "writable": a.db_writable,
-        "position": position_text(a.position),
-        "maintenance": a.maintenance,
-        "needs_resync": a.needs_resync,
-        "sync_mark": a.sync_mark,
-        "eligible": a.eligible,
-    }
+def local_status(a: Announce) -> LocalStatus:
+    """What our beats say when this node announces ``a``."""
+    return LocalStatus(
+        epoch=a.epoch,
+        role=a.role,
+        db=DbSummary(a.db_reachable, a.db_writable, position_text(a.position)),
+        maintenance=a.maintenance,
+        needs_resync=a.needs_resync,
+        sync_mark=a.sync_mark,
+        eligible=a.eligible,
+    )
 
 
 def peer_view(snap: HeartbeatSnapshot) -> PeerView:

@@ -33,11 +33,12 @@ from dbha.beat.wire import (
     Drop,
     DropReason,
     ReplayGuard,
-    Role,
     encode_paths,
     new_boot_id,
+    role_of,
     verify,
 )
+from dbha.core.model import NodeRole
 from dbha.core.timing import round_due
 from dbha.errors import DbhaError
 
@@ -90,7 +91,7 @@ class LocalStatus:
     """What our beats say about us; replaced whole by ``update_status``."""
 
     epoch: int = 0
-    role: Role = Role.UNKNOWN
+    role: NodeRole | None = None  # None: not known yet ("unknown" in the beats)
     db: DbSummary = field(default_factory=DbSummary)
     maintenance: bool = False
     needs_resync: bool = False
@@ -102,7 +103,8 @@ class LocalStatus:
             raise ValueError("epoch must be an integer")
         if not 0 <= self.epoch <= MAX_INT:
             raise ValueError("epoch out of range")
-        object.__setattr__(self, "role", Role(self.role))
+        if type(self.role) is not NodeRole and self.role is not None:
+            object.__setattr__(self, "role", role_of(self.role))
         if not isinstance(self.maintenance, bool):
             raise ValueError("maintenance must be a bool")
 
@@ -235,7 +237,7 @@ class HeartbeatService:
         self,
         *,
         epoch: int,
-        role: Role | str,
+        role: NodeRole | str | None,
         reachable: bool,
         writable: bool,
         position: str,
@@ -245,15 +247,20 @@ class HeartbeatService:
         eligible: bool = False,
     ) -> None:
         """Make the next beats carry this status. Never blocks on I/O; raises ValueError."""
-        status = LocalStatus(
-            epoch,
-            Role(role),
-            DbSummary(reachable, writable, position),
-            maintenance,
-            needs_resync,
-            sync_mark,
-            eligible,
+        self.set_status(
+            LocalStatus(
+                epoch,
+                role_of(role) if isinstance(role, str) and type(role) is not NodeRole else role,
+                DbSummary(reachable, writable, position),
+                maintenance,
+                needs_resync,
+                sync_mark,
+                eligible,
+            )
         )
+
+    def set_status(self, status: LocalStatus) -> None:
+        """Make the next beats carry ``status`` (see :func:`dbha.beat.announce.local_status`)."""
         with self._lock:
             self._status = status
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from dbha.core.model import NodeRole
 from dbha.errors import DbhaError
 
 MAGIC = b"DBHA"
@@ -53,15 +54,14 @@ MAX_INT = 2**63 - 1
 _BOOT_RE = re.compile(r"[0-9a-f]{32}")
 
 
-class Role(StrEnum):
-    """What the sender believes it is."""
+# What the sender believes it is: a NodeRole, or this word for a sender that does
+# not know yet (``Beat.role`` None; read as fenced: it cannot serve).
+UNKNOWN_ROLE = "unknown"
 
-    PRIMARY = "primary"
-    REPLICA = "replica"
-    PROMOTING = "promoting"
-    HANDOVER = "handover"
-    FENCED = "fenced"
-    UNKNOWN = "unknown"
+
+def role_of(word: str) -> NodeRole | None:
+    """The role a beat's word names (None for UNKNOWN_ROLE); ValueError for any other."""
+    return None if word == UNKNOWN_ROLE else NodeRole(word)
 
 
 class DropReason(StrEnum):
@@ -135,7 +135,7 @@ class Beat:
     boot_id: str
     seq: int
     epoch: int
-    role: Role
+    role: NodeRole | None  # None: the sender does not know yet ("unknown" on the wire)
     db: DbSummary = field(default_factory=DbSummary)
     maintenance: bool = False
     sent_at: float = 0.0
@@ -152,8 +152,8 @@ class Beat:
         problem = _beat_problem(self)
         if problem is not None:
             raise ValueError(problem)
-        if type(self.role) is not Role:
-            object.__setattr__(self, "role", Role(self.role))  # ValueError on an unknown role
+        if type(self.role) is not NodeRole and self.role is not None:
+            object.__setattr__(self, "role", role_of(self.role))  # ValueError on another word
         if type(self.sent_at) is not float:
             object.__setattr__(self, "sent_at", float(self.sent_at))
 
@@ -169,7 +169,7 @@ def _beat_problem(b: Any) -> str | None:  # Any: the fields are what is checked
         return "seq must be in 1..2^63-1"
     if not (type(b.epoch) is int and 0 <= b.epoch <= MAX_INT):
         return "epoch must be in 0..2^63-1"
-    if not isinstance(b.role, str):
+    if b.role is not None and not isinstance(b.role, str):
         return "role must be a string"
     if type(b.db) is not DbSummary:
         return "db must be a DbSummary"
@@ -217,7 +217,7 @@ def _payload(beat: Beat) -> dict[str, Any]:
         "boot": beat.boot_id,
         "seq": beat.seq,
         "epoch": beat.epoch,
-        "role": beat.role.value,
+        "role": UNKNOWN_ROLE if beat.role is None else beat.role.value,
         "db": {"up": beat.db.reachable, "rw": beat.db.writable, "pos": beat.db.position},
         "maint": beat.maintenance,
         "sent": beat.sent_at,

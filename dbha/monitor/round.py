@@ -157,8 +157,7 @@ class _Round:
 
     def say(self, state: NodeState, local: DbStatus) -> None:
         obs = Observation(now=time.monotonic(), local=local, peer=PeerView())
-        fields = adapt.beat_fields(announce(state, obs))
-        self.parts.heartbeat.update_status(**fields)  # type: ignore[arg-type]
+        self.parts.heartbeat.set_status(adapt.local_status(announce(state, obs)))
 
     # -- the round
 

@@ -348,7 +348,7 @@ class Supervisor:
             pending.answer = answer if out.ok else f"{word}: {d.rule}: {out.error}"
             pending.done.set()
         self._remember(obs)
-        self.heartbeat.update_status(**adapt.beat_fields(announce(self.state, obs)))  # type: ignore[arg-type]
+        self.heartbeat.set_status(adapt.local_status(announce(self.state, obs)))
         self._log(d, obs, out.error if not out.ok else "")
         self.alerts.update(obs, d, self._started_at)
         self._prev = self.last

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from dbha.beat.wire import MAX_DATAGRAM, Beat, Role, encode
+from dbha.beat.wire import MAX_DATAGRAM, Beat, encode
+from dbha.core.model import NodeRole
 from dbha.lab.core import Lab
 from tests.lab.agent import Agent, all_up, make_key, run_agent, start_heartbeats
 
@@ -131,11 +132,13 @@ def test_forged_replayed_and_garbage_datagrams_are_dropped_and_counted(
         assert len(captured[host]) == 3
     other_key = os.urandom(32)
     forged = [
-        encode(Beat("pg", "a", "lan", "f" * 32, 2**40, 99, Role.PRIMARY), other_key),
-        encode(Beat("pg", "b", "lan", "e" * 32, 2**40, 99, Role.PRIMARY), other_key),
+        encode(Beat("pg", "a", "lan", "f" * 32, 2**40, 99, NodeRole.PRIMARY), other_key),
+        encode(Beat("pg", "b", "lan", "e" * 32, 2**40, 99, NodeRole.PRIMARY), other_key),
     ]
     # A well-formed beat with its MAC cut off: the last 32 bytes of JSON fail as a MAC.
-    unsigned = [encode(Beat("pg", "a", "lan", "d" * 32, 2**40, 99, Role.PRIMARY), other_key)[:-32]]
+    unsigned = [
+        encode(Beat("pg", "a", "lan", "d" * 32, 2**40, 99, NodeRole.PRIMARY), other_key)[:-32]
+    ]
     garbage = [b"", b"hello", os.urandom(200), b"DBHA\x07" + os.urandom(80)]
     oversize = [b"DBHA\x01" + os.urandom(MAX_DATAGRAM)]
     before = {n: ag.of("snapshot")[-1]["counters"]["lan"] for n, ag in beats.items()}

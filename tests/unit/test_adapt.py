@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbha.beat.announce import announce_of, beat_fields, parse_position, position_text
+from dbha.beat.announce import announce_of, local_status, parse_position, position_text
 from dbha.beat.wire import Beat, DbSummary
 from dbha.core.model import Announce, DbStatus, NodeRole, Position, Role
 from dbha.node.observe import lag_units
@@ -45,16 +45,16 @@ def test_an_announce_survives_a_beat() -> None:
         sync_mark=4,
         eligible=False,
     )
-    f = beat_fields(a)
+    f = local_status(a)
     beat = Beat(
         "pg",
         "a",
         "lan",
         "a" * 32,
         1,
-        f["epoch"],
-        f["role"],  # type: ignore[arg-type]
-        DbSummary(True, False, f["position"]),  # type: ignore[arg-type]
+        f.epoch,
+        f.role,
+        DbSummary(True, False, f.db.position),
         maintenance=True,
         needs_resync=False,
         sync_mark=4,

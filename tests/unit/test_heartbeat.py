@@ -28,12 +28,12 @@ from dbha.beat.wire import (
     Drop,
     DropReason,
     ReplayGuard,
-    Role,
     decode,
     encode,
     encode_paths,
     verify,
 )
+from dbha.core.model import NodeRole
 from dbha.core.timing import round_due
 
 KEY = b"k" * 32
@@ -52,7 +52,7 @@ def beat(**over: object) -> Beat:
         boot_id=B0,
         seq=1,
         epoch=3,
-        role=Role.REPLICA,
+        role=NodeRole.REPLICA,
         db=DbSummary(reachable=True, writable=False, position="0/3000060@tl1"),
         maintenance=False,
         sent_at=1700000000.25,
@@ -81,7 +81,7 @@ def test_signed_helper_matches_the_encoder() -> None:
 
 
 def test_encode_decode_round_trip() -> None:
-    b = beat(echo_boot=ME_BOOT, echo_seq=41, maintenance=True, role=Role.PRIMARY)
+    b = beat(echo_boot=ME_BOOT, echo_seq=41, maintenance=True, role=NodeRole.PRIMARY)
     assert decode(encode(b, KEY), KEY) == b
 
 
@@ -94,7 +94,7 @@ def test_encode_refuses_beyond_the_size_bound() -> None:
 
 
 def test_encode_paths_is_encode_with_each_path() -> None:
-    b = beat(echo_boot=ME_BOOT, echo_seq=7, role=Role.PRIMARY)
+    b = beat(echo_boot=ME_BOOT, echo_seq=7, role=NodeRole.PRIMARY)
     got = encode_paths(b, KEY, ["lan", "hb", "lan2"])
     assert got == [encode(replace(b, path=p), KEY) for p in ("lan", "hb", "lan2")]
     assert [decode(d, KEY).path for d in got] == ["lan", "hb", "lan2"]  # type: ignore[union-attr]
@@ -212,13 +212,13 @@ def test_any_corrupted_byte_is_dropped(pos: int, flip: int) -> None:
 @given(
     seq=st.integers(1, 2**63 - 1),
     epoch=st.integers(0, 2**63 - 1),
-    role=st.sampled_from(Role),
+    role=st.sampled_from(NodeRole),
     db=st.builds(DbSummary, st.booleans(), st.booleans(), st.text(max_size=300)),
     maintenance=st.booleans(),
     sent_at=st.floats(allow_nan=False, allow_infinity=False),
 )
 def test_any_valid_beat_round_trips(
-    seq: int, epoch: int, role: Role, db: DbSummary, maintenance: bool, sent_at: float
+    seq: int, epoch: int, role: NodeRole, db: DbSummary, maintenance: bool, sent_at: float
 ) -> None:
     b = beat(seq=seq, epoch=epoch, role=role, db=db, maintenance=maintenance, sent_at=sent_at)
     try:
@@ -575,7 +575,7 @@ def test_every_field_survives_encode_and_decode() -> None:
         boot_id="a" * 32,
         seq=9,
         epoch=4,
-        role=Role.HANDOVER,
+        role=NodeRole.HANDOVER,
         db=DbSummary(True, False, "postgresql|2|123|"),
         maintenance=True,
         sent_at=12.5,

@@ -28,7 +28,8 @@ from dbha.beat.service import (
     HeartbeatSnapshot,
     PathConfig,
 )
-from dbha.beat.wire import Beat, DbSummary, DropReason, Role, encode
+from dbha.beat.wire import Beat, DbSummary, DropReason, encode
+from dbha.core.model import NodeRole
 
 KEY = b"test-key-not-secret-0123456789ab"
 SERVICE = "pg-main"
@@ -209,7 +210,7 @@ def test_both_nodes_see_each_other_on_every_path(pair: Pair) -> None:
     snap = pair.b.snapshot()
     assert snap.last_beat is not None
     assert snap.last_beat.node == "a"
-    assert snap.last_beat.role is Role.PRIMARY
+    assert snap.last_beat.role is NodeRole.PRIMARY
     assert snap.last_beat.db == DbSummary(True, True, "0/3000060@tl1")
     assert snap.last_beat.boot_id == pair.a.boot_id
     wait_until("a knows b hears it", lambda: pair.b.snapshot().peer_hears_us)
@@ -252,26 +253,26 @@ def test_garbage_forgeries_and_strangers_are_counted_by_reason(pair: Pair) -> No
     """Datagrams from someone without the key (or with the key but the wrong
     identity) are dropped and counted by reason; the path stays up."""
     wait_until("b sees a on both paths", lambda: all_up(pair.b))
-    good = Beat(SERVICE, "a", "lan", "f" * 32, 2**62, 99, Role.PRIMARY)
+    good = Beat(SERVICE, "a", "lan", "f" * 32, 2**62, 99, NodeRole.PRIMARY)
     cases = [
         (b"hello", DropReason.MALFORMED),
         (b"DBHA\x01" + b"\0" * 60, DropReason.BAD_SIGNATURE),
         (encode(good, b"wrong-key-wrong-key-wrong-key-00"), DropReason.BAD_SIGNATURE),
         (b"DBHA\x01" + b"x" * 2000, DropReason.OVERSIZE),
         (
-            encode(Beat(SERVICE, "mallory", "lan", "f" * 32, 1, 0, Role.PRIMARY), KEY),
+            encode(Beat(SERVICE, "mallory", "lan", "f" * 32, 1, 0, NodeRole.PRIMARY), KEY),
             DropReason.UNKNOWN_NODE,
         ),
         (
-            encode(Beat(SERVICE, "b", "lan", "f" * 32, 1, 0, Role.PRIMARY), KEY),
+            encode(Beat(SERVICE, "b", "lan", "f" * 32, 1, 0, NodeRole.PRIMARY), KEY),
             DropReason.UNKNOWN_NODE,
         ),
         (
-            encode(Beat("pg-other", "a", "lan", "f" * 32, 1, 0, Role.PRIMARY), KEY),
+            encode(Beat("pg-other", "a", "lan", "f" * 32, 1, 0, NodeRole.PRIMARY), KEY),
             DropReason.UNKNOWN_SERVICE,
         ),
         (
-            encode(Beat(SERVICE, "a", "link", "f" * 32, 1, 0, Role.PRIMARY), KEY),
+            encode(Beat(SERVICE, "a", "link", "f" * 32, 1, 0, NodeRole.PRIMARY), KEY),
             DropReason.WRONG_PATH,
         ),
     ]
