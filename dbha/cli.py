@@ -177,6 +177,51 @@ def status_cmd(path: str, as_json: bool) -> None:
         click.echo(f"  decision: {dec.get('rule')}: {dec.get('reason')}")
 
 
+@main.command("history")
+@click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+@click.option(
+    "-n",
+    "--last",
+    "last",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="How many of the newest events.",
+)
+def history_cmd(path: str, as_json: bool, last: int) -> None:
+    """The pair's events, newest last: this node's history file, and the peer's
+    (asked of its supervisor; said when it cannot be asked)."""
+    import json
+
+    from dbha.node import history
+    from dbha.node.control import ControlError, peer_request
+
+    cfg = _load(path)
+    events = history.read(cfg.service.state_dir, last)
+    missing: str | None = None
+    try:
+        key = cfg.heartbeat.key_file.read_bytes().strip()
+        addrs = [(str(p.peer_address), p.port) for p in cfg.heartbeat.paths]
+        got = peer_request(addrs, key, {"cmd": "history", "last": last}, timeout=2.0)
+        if got.get("ok") and isinstance(got.get("events"), list):
+            events += [e for e in got["events"] if isinstance(e, dict) and "event" in e]
+        else:
+            missing = str(got.get("error"))
+    except (ControlError, OSError) as exc:
+        missing = str(exc)
+    events.sort(key=history.time_of)
+    events = events[-last:]
+    if as_json:
+        for e in events:
+            click.echo(json.dumps(e, sort_keys=True))
+    else:
+        for e in events:
+            click.echo(history.line(e))
+    if missing is not None:
+        click.echo(f"dbha: the peer's history is not shown: {missing}", err=True)
+
+
 @main.command("maintenance")
 @click.argument("mode", type=click.Choice(["on", "off"]))
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))

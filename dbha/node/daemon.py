@@ -46,7 +46,7 @@ from dbha.core.model import (
 )
 from dbha.core.timing import gist, plan_wait, steady
 from dbha.errors import DbhaError
-from dbha.node import observe, restartmem, sdnotify, statefile
+from dbha.node import history, observe, restartmem, sdnotify, statefile
 from dbha.node.alerts import Alerts
 from dbha.node.control import LocalControlServer, PeerControlServer
 from dbha.node.parts import NodeParts
@@ -484,6 +484,11 @@ class Supervisor:
         cmd = req.get("cmd")
         if cmd == "status":
             return {"ok": True, "status": self.status()}
+        if cmd == "history":
+            last = req.get("last")
+            n = last if isinstance(last, int) and 0 < last <= history.MAX_REPLY else 50
+            events = history.read(self.cfg.service.state_dir, n)
+            return {"ok": True, "events": history.within(events, history.MAX_REPLY_BYTES)}
         kinds = {k.value: k for k in RequestKind}
         if cmd in kinds and origin == "local":
             pending = _Pending(Request(kinds[cmd], bool(req.get("force", False))))

@@ -24,6 +24,7 @@ from dbha.host.safety import SafetyCheck
 from dbha.host.vip import Vip
 from dbha.node.checkscripts import CheckRunner
 from dbha.node.executor import Executor, Parts, Timeouts
+from dbha.node.history import History
 from dbha.node.hooks import Event, HookRunner
 from dbha.node.observe import DbObserver
 
@@ -80,6 +81,7 @@ class NodeParts:
         self.hooks = HookRunner(cfg.hooks.on_event, cfg.hooks.timeout_ms / 1000)
         self.safety = SafetyCheck.from_config(cfg)
         self.vip = Vip.from_config(cfg.vip)
+        self.history = History(cfg.service.state_dir, cfg.service.id, cfg.node.name)
 
     def executor(
         self,
@@ -114,7 +116,8 @@ class NodeParts:
         self.driver.set_synchronous(on, timeout)
 
     def notify(self, state: NodeState, event: str, detail: str) -> None:
-        """Fire the hooks for ``event`` (this node in ``state``) and log it."""
+        """Record ``event`` (this node in ``state``) in the history, fire the hooks
+        for it and log it."""
         cfg = self.cfg
         ev = Event(
             event,
@@ -126,6 +129,9 @@ class NodeParts:
             time.time(),
             detail,
         )
+        problem = self.history.record(event, detail, state.epoch, state.role.value)
+        if problem is not None:
+            log.warning("%s", problem)
         self.hooks.fire(ev)
         level = logging.WARNING if event in LOUD_EVENTS else logging.INFO
         log.log(level, "event %s%s", event, f": {detail}" if detail else "")

@@ -13,6 +13,7 @@ word says what happened ("refused: resync: ...").
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -111,6 +112,30 @@ def test_a_refused_resync_exits_non_zero_and_says_why_on_stderr(pair: Lab) -> No
     res = _resync(pair, "pg", "a")
     assert res.returncode == 1, res.stdout
     assert "refused: resync: this node is primary" in res.stderr
+
+
+# ----------------------------------------------------------------- history
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_history_lists_the_events_of_both_nodes(pair: Lab, service: str) -> None:
+    """``dbha history --json`` on the primary: its own history file (0600) and the
+    replica's, asked of its supervisor; each supervisor's start is there, oldest
+    first, with its epoch and role."""
+    svc = topo.SERVICES[service]
+    cfg = str(pair.supervisors.paths(service, svc.primary).config)
+    res = ns_exec(
+        pair, svc.primary, sys.executable, "-m", "dbha", "history", "-c", cfg, "--json",
+        timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 0 and "not shown" not in res.stderr, res.stderr
+    events = [json.loads(line) for line in res.stdout.splitlines()]
+    started = {e["node"] for e in events if e["event"] == "started"}
+    assert started == {svc.primary, svc.replica}, events[-10:]
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+    assert all(isinstance(e["epoch"], int) and e["role"] for e in events), events[-3:]
+    own = pair.supervisors.paths(service, svc.primary).state_dir / "history.jsonl"
+    assert own.stat().st_mode & 0o777 == 0o600
 
 
 # ------------------------------------------------- a former primary with errant data

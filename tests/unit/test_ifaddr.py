@@ -140,7 +140,7 @@ def test_a_change_is_seen_at_once_not_after_the_cache_ends() -> None:
     added or removed is in the very next answer, though answers are cached."""
     script = (
         "import subprocess, socket\n"
-        "from dbha import ifaddr\n"
+        "from dbha.host import ifaddr\n"
         "ifaddr.REFRESH = 3600.0\n"
         "r = ifaddr.AddrReader(socket.if_nametoindex('lo'))\n"
         "ip = lambda *a: subprocess.run(['ip', *a], check=True, timeout=10)\n"
