@@ -256,6 +256,8 @@ def _granted(grants: str, privilege: str) -> bool:
 
 def judge_mysql(cfg: Config, facts: Mapping[str, Any], where: str) -> list[Item]:
     """The MySQL/MariaDB prerequisites on one server."""
+    from dbha.db.mysql.conn import CONNECT_RETRY
+
     out: list[Item] = []
     sync = cfg.replication.mode == "sync"
     replica = bool(facts.get("replica"))
@@ -298,6 +300,15 @@ def judge_mysql(cfg: Config, facts: Mapping[str, Any], where: str) -> list[Item]
                     "the replica side of semi-sync is off: dbha switches it on when it runs "
                     "(rule replica-prepare); it lasts until the server restarts",
                     "rpl_semi_sync_slave_enabled = ON in my.cnf keeps it over a restart",
+                )
+            retry = facts.get("connect_retry")
+            if replica and isinstance(retry, int) and retry > CONNECT_RETRY:
+                add(
+                    "fix",
+                    f"the receiver reconnects every {retry} s: after a restart of its primary, "
+                    "synchronous commits would wait that long for it; dbha sets "
+                    f"MASTER_CONNECT_RETRY = {CONNECT_RETRY} when it runs (rule replica-prepare)",
+                    f"CHANGE MASTER TO MASTER_CONNECT_RETRY = {CONNECT_RETRY} (threads stopped)",
                 )
             if not replica and semi.wait_point not in (None, "AFTER_SYNC"):
                 add(
@@ -455,6 +466,7 @@ def mysql_facts(cfg: Config, host: str | None) -> dict[str, Any]:
         "bind_address": row.get("bind_address") or "",
         "grants": grants,
         "semisync": semi,
+        "connect_retry": None if rep is None else rep.connect_retry,
     }
 
 

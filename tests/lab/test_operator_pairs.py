@@ -419,16 +419,21 @@ def test_postgresql_set_synchronous_on_the_pair_as_adopted(oplab: Lab, rebuilt: 
 def test_mariadb_set_synchronous_on_the_pair_as_adopted(oplab: Lab, rebuilt: list[str]) -> None:
     """Semi-sync switched on for the pair as the operator built it: the replica's
     side is off, nothing acknowledges, the probe reports commits blocked.
-    prepare_replica turns the replica side on and reconnects its receiver; the
-    replica is then reported synchronous and a commit returns."""
+    prepare_replica turns the replica side on and reconnects its receiver, set to
+    reconnect every second (the operator's server kept the default minute, which
+    a restart of the primary would make every commit wait); the replica is then
+    reported synchronous and a commit returns."""
     rebuilt.append("mariadb")
     drv, rep = mariadb_driver(oplab, "b"), mariadb_driver(oplab, "a")
+    replica = maria(oplab, "a")
+    assert replica.query("SHOW SLAVE STATUS")[0]["Connect_Retry"] == 60
     assert rep.probe(5).sync_ready is False
     try:
         drv.set_synchronous(True, T)
         until(lambda: drv.probe(5).commits_blocked, "the primary's commits reported blocked")
         rep.prepare_replica(T)
         assert rep.probe(5).sync_ready is True
+        assert replica.query("SHOW SLAVE STATUS")[0]["Connect_Retry"] == 1
         until(
             lambda: [r.sync for r in drv.probe(5).replicas] == [True],
             "the replica reported synchronous",

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from dbha.db.base import DbCommandFailed, DbError, DbTimeout, DbUnreachable
 from dbha.db.mysql import driver as mysql_driver
+from dbha.db.mysql import observe as mysql_observe
 from dbha.db.mysql import relaylog
 from dbha.db.mysql.conn import MAPPED, MysqlSettings, boundary, map_error
 from dbha.db.mysql.flavour import MariaFlavour, MysqlFlavour, detect
@@ -221,6 +222,34 @@ def test_change_source_binds_the_password_and_auto_positions() -> None:
         sql, args = f.change_source("10.0.0.12", 3306, "repl", "s3cr'et", 1, 1.0)
         assert all(w in sql for w in words)
         assert "s3cr" not in sql and args == ("10.0.0.12", 3306, "repl", "s3cr'et")
+
+
+def test_a_receiver_that_reconnects_slowly_is_not_ready_for_synchronous_commits() -> None:
+    """The server's default MASTER_CONNECT_RETRY is 60 s: after its primary restarts,
+    such a replica reconnects up to a minute later, and a synchronous primary's
+    commits wait that long. It reads as not ready, and the statement that fixes it
+    (the threads stopped) names no host or password."""
+    f = MariaFlavour()
+    semi = parse_semisync(
+        [{"name": "RPL_SEMI_SYNC_SLAVE_ENABLED", "value": "ON"},
+         {"name": "RPL_SEMI_SYNC_SLAVE_STATUS", "value": "ON"}]
+    )  # fmt: skip
+    quick = f.parse_replica_status([MARIA_REPLICA_STATUS])
+    slow = f.parse_replica_status([{**MARIA_REPLICA_STATUS, "Connect_Retry": 60}])
+    assert quick is not None and slow is not None
+    assert (quick.connect_retry, slow.connect_retry) == (1, 60)
+    assert mysql_observe.ready(semi, quick, 1) is True
+    assert mysql_observe.ready(semi, slow, 1) is False
+    assert mysql_observe.ready(semi, slow, 60) is True
+    unknown = f.parse_replica_status([{k: v for k, v in MARIA_REPLICA_STATUS.items()
+                                       if k != "Connect_Retry"}])  # fmt: skip
+    assert unknown is not None and mysql_observe.prompt(unknown, 1)
+    assert MariaFlavour().retry_sql(1, 1.0) == (
+        "CHANGE MASTER TO MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1"
+    )
+    assert MysqlFlavour().retry_sql(2, 0.5) == (
+        "CHANGE REPLICATION SOURCE TO SOURCE_CONNECT_RETRY = 2, SOURCE_HEARTBEAT_PERIOD = 0.5"
+    )
 
 
 def test_wait_functions() -> None:

@@ -118,6 +118,15 @@ def test_an_adopted_mariadb_replica_with_semisync_off_is_made_right_by_dbha() ->
     assert exit_code(items) == 0
 
 
+def test_an_adopted_receiver_that_reconnects_every_minute_is_made_right_by_dbha() -> None:
+    items = judge_mysql(MARIA_SYNC, {**MARIA_REPLICA, "connect_retry": 60}, "a")
+    item = _find(items, "reconnects every 60 s")
+    assert item.level == "fix" and "MASTER_CONNECT_RETRY = 1" in item.fix
+    assert exit_code(items) == 0
+    quick = judge_mysql(MARIA_SYNC, {**MARIA_REPLICA, "connect_retry": 1}, "a")
+    assert not [i for i in quick if "reconnects every" in i.what]
+
+
 def test_a_writable_replica_and_missing_semisync_fail() -> None:
     facts = {**MARIA_REPLICA, "read_only": False, "semisync": None}
     items = judge_mysql(MARIA_SYNC, facts, "a")

@@ -34,6 +34,10 @@ ENGINES = ("mariadb", "mysql")
 _T = TypeVar("_T")
 
 
+# Seconds a replica's receiver waits between reconnection attempts, as dbha sets it.
+CONNECT_RETRY = 1
+
+
 @dataclass(frozen=True, slots=True)
 class MysqlSettings:
     """How to reach and act on one MySQL/MariaDB server. Validated on construction.
@@ -62,7 +66,7 @@ class MysqlSettings:
     start_argv: tuple[str, ...] = ()
     aside_dir: str = "/var/lib/dbha/aside"
     connect_timeout: float = 2.0  # cap on connecting, within each verb's own timeout
-    connect_retry: int = 1  # MASTER_CONNECT_RETRY / SOURCE_CONNECT_RETRY, seconds
+    connect_retry: int = CONNECT_RETRY  # MASTER_CONNECT_RETRY / SOURCE_CONNECT_RETRY
     heartbeat_period: float = 1.0  # replication heartbeat, seconds
 
     def __post_init__(self) -> None:

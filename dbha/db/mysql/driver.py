@@ -45,7 +45,14 @@ from dbha.db.mysql.conn import (
     read_secret,
 )
 from dbha.db.mysql.flavour import Flavour
-from dbha.db.mysql.observe import acknowledges, observe, position, received, server_state
+from dbha.db.mysql.observe import (
+    acknowledges,
+    observe,
+    position,
+    prompt,
+    received,
+    server_state,
+)
 from dbha.db.mysql.rows import (
     ReplicaRow,
     ServerVars,
@@ -134,7 +141,7 @@ class MysqlDriver:
             raise _Answered(status) from exc
 
     def _observe(self, s: Session) -> DbStatus:
-        return observe(s, self.engine)
+        return observe(s, self.engine, self.settings.connect_retry)
 
     # -- fence / unfence --------------------------------------------------------
 
@@ -416,11 +423,16 @@ class MysqlDriver:
         primary as semi-synchronous and acknowledges what it receives: a replica
         that was replicating before dbha started (its operator never enabled
         semi-sync) would otherwise leave a synchronous primary with no one to
-        answer. MariaDB keeps this as a runtime setting (the probe tells when a
-        restart lost it, and the supervisor asks again); MySQL persists it.
-        Refuses (DbRefused) on a server that replicates from nobody; raises
-        DbError when the server has no semi-sync. Idempotent."""
+        answer. A receiver that waits longer between reconnection attempts than
+        ``connect_retry`` (the server's default is 60 s) is set to it, the threads
+        stopped and started again (GTID positions: nothing is lost), so that a
+        primary's restart does not hold its synchronous commits that long. MariaDB
+        keeps the semi-sync setting at runtime (the probe tells when a restart lost
+        it, and the supervisor asks again); MySQL persists it. Refuses (DbRefused)
+        on a server that replicates from nobody; raises DbError when the server has
+        no semi-sync. Idempotent."""
         dl, what = Deadline(timeout), f"prepare_replica {self.name}"
+        st = self.settings
         with self.session(dl, what) as s:
             f = s.flavour
             _, rep = self.state(s)
@@ -429,10 +441,21 @@ class MysqlDriver:
             semi = parse_semisync(s.rows(f.semisync_sql))
             if semi.replica_side is None:
                 raise DbError(f"{what}: {f.semisync_missing}")
-            if acknowledges(semi, rep) and not semi.enabled:
+            slow = not prompt(rep, st.connect_retry)
+            if acknowledges(semi, rep) and not semi.enabled and not slow:
                 return
             restarted = self.semisync_as_replica(s, rep)
-            if not restarted and rep.io_running == "Yes" and semi.replica_active is False:
+            if slow:
+                s.run(f.stop_replica_sql)  # both threads: the statement needs them stopped
+                s.run(f.retry_sql(st.connect_retry, st.heartbeat_period))
+                log.info(
+                    "%s: the receiver retried every %s s; now every %s s",
+                    what,
+                    rep.connect_retry,
+                    st.connect_retry,
+                )
+                restarted = True
+            elif not restarted and rep.io_running == "Yes" and semi.replica_active is False:
                 s.run(f.stop_receiver_sql)  # enabled, but not when the receiver connected
                 restarted = True
             if restarted:

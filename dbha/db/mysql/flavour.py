@@ -142,6 +142,13 @@ class MariaFlavour:
             (host, port, user, password),
         )
 
+    def retry_sql(self, retry: int, heartbeat: float) -> str:
+        """Make the receiver reconnect every ``retry`` seconds (the threads stopped)."""
+        return (
+            f"CHANGE MASTER TO MASTER_CONNECT_RETRY = {int(retry)},"
+            f" MASTER_HEARTBEAT_PERIOD = {heartbeat:g}"
+        )
+
     def wait_sql(self, position: str, seconds: float) -> tuple[str, tuple[Any, ...]]:
         return "SELECT MASTER_GTID_WAIT(%s, %s) AS done", (position, round(seconds, 3))
 
@@ -209,6 +216,7 @@ class MariaFlavour:
             relay_file=text(row, "Relay_Log_File"),
             relay_pos=number(row, "Relay_Log_Pos"),
             auto_position=self.auto_position(row),
+            connect_retry=number(row, "Connect_Retry"),
         )
 
     def received_text(self, row: Row) -> str:
@@ -332,6 +340,12 @@ class MysqlFlavour(MariaFlavour):
             f" SOURCE_CONNECT_RETRY = {int(retry)}, SOURCE_HEARTBEAT_PERIOD = {heartbeat:g},"
             " GET_SOURCE_PUBLIC_KEY = 1",
             (host, port, user, password),
+        )
+
+    def retry_sql(self, retry: int, heartbeat: float) -> str:
+        return (
+            f"CHANGE REPLICATION SOURCE TO SOURCE_CONNECT_RETRY = {int(retry)},"
+            f" SOURCE_HEARTBEAT_PERIOD = {heartbeat:g}"
         )
 
     def wait_sql(self, position: str, seconds: float) -> tuple[str, tuple[Any, ...]]:

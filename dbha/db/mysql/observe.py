@@ -38,8 +38,9 @@ def received(f: Flavour, v: ServerVars, rep: ReplicaRow) -> str | None:
     return gtid.merge(f.name, v.executed, rep.received or None)
 
 
-def observe(s: Session, engine: str) -> DbStatus:
-    """What one probe learns on ``s`` of a server configured as ``engine``."""
+def observe(s: Session, engine: str, retry: int) -> DbStatus:
+    """What one probe learns on ``s`` of a server configured as ``engine``, whose
+    receiver should reconnect within ``retry`` seconds."""
     f = s.flavour
     v, rep = server_state(s)
     notes = list(v.problems)
@@ -103,7 +104,7 @@ def observe(s: Session, engine: str) -> DbStatus:
         lag_seconds=lag_seconds(f, v, rep, behind),
         streaming=rep.streaming,
         upstream=f"{rep.source_host}:{rep.source_port}",
-        sync_ready=acknowledges(semi, rep),
+        sync_ready=ready(semi, rep, retry),
         replay_paused=rep.sql_running == "No" and not rep.sql_errno and not rep.sql_error,
         error="; ".join(notes) or None,
     )
@@ -121,6 +122,20 @@ def lag_seconds(f: Flavour, v: ServerVars, rep: ReplicaRow, behind: int | None) 
     if stamp is not None:
         return max(0.0, time.time() - stamp)
     return sbm
+
+
+def prompt(rep: ReplicaRow, retry: int) -> bool:
+    """Whether the receiver reconnects within ``retry`` seconds of losing its
+    primary (a server's default is 60 s: a restarted primary's synchronous
+    commits would wait that long for it)."""
+    return rep.connect_retry is None or rep.connect_retry <= retry
+
+
+def ready(semi: SemiSync, rep: ReplicaRow, retry: int) -> bool | None:
+    """Whether a replica is ready for its primary's synchronous commits: it
+    acknowledges them and reconnects promptly. None: the server has no semi-sync."""
+    ack = acknowledges(semi, rep)
+    return ack if not ack else prompt(rep, retry)
 
 
 def acknowledges(semi: SemiSync, rep: ReplicaRow) -> bool | None:

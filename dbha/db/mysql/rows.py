@@ -89,6 +89,8 @@ class ReplicaRow:
     relay_file: str
     relay_pos: int | None
     auto_position: bool  # MASTER_USE_GTID (any) / SOURCE_AUTO_POSITION=1
+    # Seconds the receiver waits between reconnection attempts (None: not shown).
+    connect_retry: int | None = None
 
     @property
     def streaming(self) -> bool:
