@@ -88,6 +88,18 @@ def _ask(cfg: Any, request: dict[str, Any], timeout: float = 15.0) -> dict[str, 
         sys.exit(2)
 
 
+def _ask_peer(cfg: Any, request: dict[str, Any]) -> dict[str, Any] | str:
+    """The peer supervisor's reply over its door (bounded: 2 s), or why it gave none."""
+    from dbha.node.control import ControlError, peer_request
+
+    try:
+        key = cfg.heartbeat.key_file.read_bytes().strip()
+        addrs = [(str(p.peer_address), p.port) for p in cfg.heartbeat.paths]
+        return peer_request(addrs, key, request, timeout=2.0)
+    except (ControlError, OSError) as exc:
+        return str(exc)
+
+
 def _answer(reply: dict[str, Any]) -> None:
     if not reply.get("ok"):
         click.echo(f"dbha: {reply.get('error')}", err=True)
@@ -145,20 +157,13 @@ def status_cmd(path: str, as_json: bool) -> None:
     """Both nodes: role, epoch, database, paths, VIP, maintenance, the last decision."""
     import json
 
-    from dbha.node.control import ControlError, peer_request
-
     cfg = _load(path)
     mine = _ask(cfg, {"cmd": "status"})
     if not mine.get("ok"):
         _answer(mine)
     peer: dict[str, Any] | None
-    try:
-        key = cfg.heartbeat.key_file.read_bytes().strip()
-        addrs = [(str(p.peer_address), p.port) for p in cfg.heartbeat.paths]
-        got = peer_request(addrs, key, {"cmd": "status"}, timeout=2.0)
-        peer = got.get("status")
-    except (ControlError, OSError) as exc:
-        peer = {"error": str(exc)}
+    got = _ask_peer(cfg, {"cmd": "status"})
+    peer = {"error": got} if isinstance(got, str) else got.get("status")
     result = {"local": mine["status"], "peer": peer}
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
@@ -195,21 +200,17 @@ def history_cmd(path: str, as_json: bool, last: int) -> None:
     import json
 
     from dbha.node import history
-    from dbha.node.control import ControlError, peer_request
 
     cfg = _load(path)
     events = history.read(cfg.service.state_dir, last)
     missing: str | None = None
-    try:
-        key = cfg.heartbeat.key_file.read_bytes().strip()
-        addrs = [(str(p.peer_address), p.port) for p in cfg.heartbeat.paths]
-        got = peer_request(addrs, key, {"cmd": "history", "last": last}, timeout=2.0)
-        if got.get("ok") and isinstance(got.get("events"), list):
-            events += [e for e in got["events"] if isinstance(e, dict) and "event" in e]
-        else:
-            missing = str(got.get("error"))
-    except (ControlError, OSError) as exc:
-        missing = str(exc)
+    got = _ask_peer(cfg, {"cmd": "history", "last": last})
+    if isinstance(got, str):
+        missing = got
+    elif got.get("ok") and isinstance(got.get("events"), list):
+        events += [e for e in got["events"] if isinstance(e, dict) and "event" in e]
+    else:
+        missing = str(got.get("error"))
     events.sort(key=history.time_of)
     events = events[-last:]
     if as_json:
