@@ -69,6 +69,41 @@ log_min_error_statement = panic
 """
 
 
+def lsn_value(text: object) -> int | None:
+    """A PostgreSQL LSN (``0/3000148``) as a number; None for NULL or a malformed one."""
+    if not isinstance(text, str) or text.count("/") != 1:
+        return None
+    high, low = text.split("/")
+    try:
+        return (int(high, 16) << 32) + int(low, 16)
+    except ValueError:
+        return None
+
+
+def later_lsn(a: object, b: object) -> object:
+    """The later of two LSNs as text (either may be NULL)."""
+    va, vb = lsn_value(a), lsn_value(b)
+    if va is None or vb is None:
+        return a if vb is None else b
+    return a if va >= vb else b
+
+
+def lsn_gap(ahead: object, behind: object) -> int | None:
+    """Bytes from ``behind`` up to ``ahead``, never negative; None if either is unknown.
+
+    A standby's receive LSN (``pg_last_wal_receive_lsn``) is where its WAL receiver
+    has flushed to in this run: it starts at the segment where streaming started,
+    so after a restart, a rewind or a switchover the standby has replayed past it
+    (from its own pg_wal) until new WAL arrives, and ``receive - replay`` is
+    negative. WAL received but not replayed is then nothing: zero. The primary's
+    view of each standby (current LSN less its reported replay LSN) is bounded
+    the same way."""
+    va, vb = lsn_value(ahead), lsn_value(behind)
+    if va is None or vb is None:
+        return None
+    return max(va - vb, 0)
+
+
 class PgNode:
     def __init__(self, prefix: str, layout: Layout, host: str, pairs: str | None = None) -> None:
         self.prefix, self.layout, self.host = prefix, layout, host
@@ -426,11 +461,13 @@ class PgNode:
                     reps = c.execute(
                         "SELECT application_name AS name, state, sync_state, "
                         "replay_lsn::text AS replay_lsn, "
-                        "pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS lag_bytes, "
+                        "pg_current_wal_lsn()::text AS current_lsn, "
                         "extract(epoch FROM replay_lag)::float AS lag_seconds "
                         "FROM pg_stat_replication ORDER BY 1"
                     ).fetchall()
                     assert row is not None
+                    for r in reps:
+                        r["lag_bytes"] = lsn_gap(r.pop("current_lsn"), r["replay_lsn"])
                     st.update(
                         role="primary",
                         writable=row["ro"] == "off",
@@ -441,8 +478,6 @@ class PgNode:
                     row = c.execute(
                         "SELECT pg_last_wal_receive_lsn()::text AS received, "
                         "pg_last_wal_replay_lsn()::text AS replayed, "
-                        "pg_wal_lsn_diff(pg_last_wal_receive_lsn(), "
-                        "  pg_last_wal_replay_lsn())::bigint AS lag_bytes, "
                         "(SELECT status FROM pg_stat_wal_receiver) AS receiver, "
                         "(SELECT sender_host FROM pg_stat_wal_receiver) AS upstream"
                     ).fetchone()
@@ -451,8 +486,8 @@ class PgNode:
                         role="replica",
                         writable=False,
                         position=row["replayed"],
-                        received=row["received"],
-                        lag_bytes=row["lag_bytes"],
+                        received=later_lsn(row["received"], row["replayed"]),
+                        lag_bytes=lsn_gap(row["received"], row["replayed"]),
                         streaming=row["receiver"] == "streaming",
                         upstream=row["upstream"],
                     )
