@@ -8,7 +8,7 @@ tests depends on ``dbha.lab``.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -44,7 +44,11 @@ def config_group() -> None:
     help="The TOML config file of one supervised service on this node.",
 )
 def config_check(path: str) -> None:
-    """Validate a config: print every problem (exit 1) or a short summary (exit 0)."""
+    """Validate a config: print every problem (exit 1) or a short summary (exit 0).
+
+    Files the config names that do not exist on this host (secret files, programs,
+    the watchdog device) are warnings, so that a config can be checked before it is
+    deployed; ``dbha run`` refuses to start without them."""
     from dbha import config
 
     try:
@@ -56,8 +60,16 @@ def config_check(path: str) -> None:
         click.echo(str(exc), err=True)
         sys.exit(1)
     click.echo(config.summary(cfg))
-    for line in config.missing_files(cfg):
-        click.echo(f"warning: {line} on this host (dbha run needs it)", err=True)
+    missing = config.missing_files(cfg)
+    for line in missing:
+        click.echo(f"warning: {line} on this host", err=True)
+    if missing:
+        # Fine for a config checked before it is deployed; not for one that runs here.
+        click.echo(
+            f"warning: {len(missing)} file(s) missing: dbha run refuses to start (exit 2) "
+            "until they exist on this host; the config itself is valid",
+            err=True,
+        )
 
 
 # ----------------------------------------------------------------- supervisor
@@ -90,14 +102,10 @@ def _ask(cfg: Any, request: dict[str, Any], timeout: float = 15.0) -> dict[str, 
 
 def _ask_peer(cfg: Any, request: dict[str, Any]) -> dict[str, Any] | str:
     """The peer supervisor's reply over its door (bounded: 2 s), or why it gave none."""
-    from dbha.node.control import ControlError, peer_request
+    from dbha.node.control import Doors
 
-    try:
-        key = cfg.heartbeat.key_file.read_bytes().strip()
-        addrs = [(str(p.peer_address), p.port) for p in cfg.heartbeat.paths]
-        return peer_request(addrs, key, request, timeout=2.0)
-    except (ControlError, OSError) as exc:
-        return str(exc)
+    got: dict[str, Any] | str = Doors(cfg).ask(cfg.peer.name, request, timeout=2.0)
+    return got
 
 
 def _answer(reply: dict[str, Any]) -> None:
@@ -109,24 +117,56 @@ def _answer(reply: dict[str, Any]) -> None:
 
 @main.command("run")
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
-@click.option("--json-log", is_flag=True, help="Log one JSON object per line.")
+@click.option(
+    "--json-log",
+    is_flag=True,
+    help='Log one JSON object per line (as log.format = "json" does).',
+)
 def run_cmd(path: str, json_log: bool) -> None:
-    """The supervisor, in the foreground (systemd Type=notify with watchdog, or plain)."""
+    """The supervisor, in the foreground (systemd Type=notify with watchdog, or plain).
+
+    It refuses to start (exit 2) on a config with a problem, or whose files (the
+    password and heartbeat key files, programs, the watchdog device) are missing."""
     import logging
 
     from dbha import config
+    from dbha.node import logs
     from dbha.node.daemon import run
 
-    cfg = _load(path)
-    problems = config.check_files(cfg) + config.missing_files(cfg) + config.unavailable(cfg)
-    if problems:
-        click.echo(str(ConfigError(path, problems)), err=True)
-        sys.exit(2)
-    logging.basicConfig(
-        level=getattr(logging, cfg.log.level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    logs.setup(json_lines=json_log)
+    log = logging.getLogger("dbha")
+    try:
+        cfg = config.load(path)
+        problems = config.run_problems(cfg)
+        if problems:
+            raise ConfigError(path, problems)
+    except ConfigError as exc:
+        _refuse_to_run(log, json_log, exc)
+    json_log = json_log or cfg.log.format == "json"
+    logs.setup(
+        cfg.log.level,
+        json_lines=json_log,
+        static={"service": cfg.service.id, "node": cfg.node.name},
+        secrets=logs.secrets_of(
+            [
+                cfg.database.password_file,
+                cfg.heartbeat.key_file,
+                cfg.database.replication_password_file,
+            ]
+        ),
     )
     sys.exit(run(cfg, json_log=json_log))
+
+
+def _refuse_to_run(log: Any, json_log: bool, exc: ConfigError) -> NoReturn:
+    """Exit 2, saying every problem: in the log's own format with --json-log."""
+    from dbha.node.logs import FIELDS
+
+    if json_log:
+        log.error("refusing to start: %s", exc, extra={FIELDS: {"problems": exc.problems}})
+    else:
+        click.echo(f"dbha run: refusing to start: {exc}", err=True)
+    sys.exit(2)
 
 
 @main.command("check")
@@ -152,34 +192,61 @@ def check_cmd(path: str, as_json: bool, report_only: bool) -> None:
 
 @main.command("status")
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status_cmd(path: str, as_json: bool) -> None:
-    """Both nodes: role, epoch, database, paths, VIP, maintenance, the last decision."""
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (one object).")
+@click.option(
+    "--watch",
+    "watch",
+    type=click.FloatRange(0.5, 3600),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Redraw every SECONDS (default 2) until Ctrl-C; with --json, one object per line.",
+)
+def status_cmd(path: str, as_json: bool, watch: float | None) -> None:
+    """Both nodes: role, epoch, database, position and lag, every heartbeat path with
+    its last beat, dropped beats, VIP, maintenance, resync, the last failover, and
+    what is wrong. Works without a supervisor on this node (it looks at what it can
+    directly, and says so).
+
+    \b
+    Exit codes:
+      0  healthy: both supervisors answer, no finding on either node
+      1  degraded: the pair serves but is not whole (no working standby,
+         maintenance on, a path down, lag, ...) or the peer cannot be asked
+      2  usage or config error
+      3  critical: a CRITICAL finding (no node serves, two primaries,
+         commits blocked, the primary's database down, ...); a
+         standby's own database down is degraded (1)
+      4  the supervisor on this node is not running (or does not answer)
+    """
     import json
+    import time
+
+    from dbha.monitor import pairstatus, statustext
 
     cfg = _load(path)
-    mine = _ask(cfg, {"cmd": "status"})
-    if not mine.get("ok"):
-        _answer(mine)
-    peer: dict[str, Any] | None
-    got = _ask_peer(cfg, {"cmd": "status"})
-    peer = {"error": got} if isinstance(got, str) else got.get("status")
-    result = {"local": mine["status"], "peer": peer}
-    if as_json:
-        click.echo(json.dumps(result, indent=2, default=str))
-        return
-    for label, st in (("this node", mine["status"]), ("peer", peer)):
-        if st is None or ("error" in st and "role" not in st):
-            click.echo(f"{label}: unreachable ({(st or {}).get('error')})")
-            continue
-        click.echo(f"{label}: {st['node']} {st['summary']}")
-        dec = st.get("decision") or {}
-        paths = ", ".join(f"{n} {'up' if v['up'] else 'DOWN'}" for n, v in st["paths"].items())
-        click.echo(
-            f"  paths: {paths}; maintenance {'on' if st['maintenance'] else 'off'}; "
-            f"needs resync: {'yes' if st['needs_resync'] else 'no'}"
-        )
-        click.echo(f"  decision: {dec.get('rule')}: {dec.get('reason')}")
+    src = pairstatus.sources(cfg, lambda req: _ask_peer(cfg, req))
+    code = 0
+    try:
+        while True:
+            report = pairstatus.gather(cfg, src)
+            code = int(report["code"])
+            if as_json:
+                text = json.dumps(report, default=str, indent=None if watch else 2)
+            else:
+                text = statustext.render(report)
+                if watch and sys.stdout.isatty():
+                    text = "\033[H\033[2J" + text  # redraw in place
+                elif watch:
+                    text += "\n"
+            click.echo(text)
+            if watch is None:
+                break
+            time.sleep(watch)
+    except KeyboardInterrupt:
+        pass
+    sys.exit(code)
 
 
 @main.command("history")
@@ -227,8 +294,17 @@ def history_cmd(path: str, as_json: bool, last: int) -> None:
 @click.argument("mode", type=click.Choice(["on", "off"]))
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
 def maintenance_cmd(mode: str, path: str) -> None:
-    """Pause (on) or resume (off) automatic failover for this pair."""
-    _answer(_ask(_load(path), {"cmd": f"maintenance_{mode}"}))
+    """Pause (on) or resume (off) automatic failover for the pair: set on this node
+    and on the peer (over its door). While either node has it on, neither node
+    fails over, hands over or rejoins by itself, and dbha check says WARNING on
+    both. Exit 0 when both nodes took it, 1 when one did not (said which)."""
+    from dbha.node.control import Doors
+    from dbha.node.switchover import maintenance
+
+    code, lines = maintenance(Doors(_load(path)), mode == "on")
+    for line in lines:
+        click.echo(line, err=code != 0)
+    sys.exit(code)
 
 
 @main.command("preflight")
@@ -292,9 +368,81 @@ def sync_relax_cmd(path: str, force: bool) -> None:
 
 @main.command("switchover")
 @click.option("-c", "--config", "path", required=True, type=click.Path(dir_okay=False))
-def switchover_cmd(path: str) -> None:
-    """Planned switchover, run on the primary: give the role to the peer, losing nothing."""
-    _answer(_ask(_load(path), {"cmd": "switchover"}, timeout=ACTING_REQUEST_TIMEOUT))
+@click.option("--to", "to", help="The node to hand the role to (default: the replica).")
+@click.option("--dry-run", is_flag=True, help="Run every check, show the plan, change nothing.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 3600),
+    default=60.0,
+    show_default=True,
+    help="How long to wait for the outcome (seconds).",
+)
+@click.option(
+    "--lag-wait",
+    type=click.FloatRange(0, 600),
+    default=10.0,
+    show_default=True,
+    help="Refused only because the replica is past the lag bound, ask again for this "
+    "long (seconds) before refusing: a replica under load moves about its bound. "
+    "Not with --dry-run, which answers for now.",
+)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation on a terminal.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Switch over even with maintenance on or the replica past the lag bound (it "
+    "still takes over only once it has received everything).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The outcome as one JSON object.")
+def switchover_cmd(
+    path: str,
+    to: str | None,
+    dry_run: bool,
+    timeout: float,
+    lag_wait: float,
+    yes: bool,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Planned switchover, run on either node: hand the primary role to the replica,
+    losing nothing, and report the outcome.
+
+    \b
+    Exit codes:
+      0  done: the target serves with the VIP
+      1  failed: the primary could not start the handover
+      2  error: bad usage or config, or a supervisor could not be asked
+      3  refused: a check (or the operator at the prompt) said no; nothing changed
+      4  rolled back: the target did not take over; the old primary serves again
+      5  timed out: no outcome within --timeout (see dbha status)
+    """
+    import json
+
+    from dbha.node import switchover as so
+    from dbha.node.control import Doors
+
+    doors = Doors(_load(path))
+    got = so.plan(doors, to, force, 0.0 if dry_run else lag_wait)
+
+    def finish(out: so.Outcome) -> None:
+        if as_json:
+            click.echo(json.dumps(out.as_dict(), default=str))
+        else:
+            for line in out.lines:
+                click.echo(line, err=out.code not in (so.EXIT_DONE,))
+        sys.exit(out.code)
+
+    if isinstance(got, so.Outcome):
+        finish(got)
+    assert isinstance(got, so.Plan)
+    if not as_json:
+        for line in got.lines:
+            click.echo(line)
+    if dry_run:
+        finish(so.Outcome(so.EXIT_DONE, ["dry run: every check passed; nothing was changed"]))
+    if not yes and sys.stdin.isatty() and not click.confirm("Switch over now?", default=False):
+        finish(so.Outcome(so.EXIT_REFUSED, ["not confirmed: nothing was changed"]))
+    finish(so.execute(doors, got, force, timeout, lag_wait=lag_wait))
 
 
 @main.command("failover")

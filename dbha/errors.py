@@ -30,8 +30,16 @@ class LabError(DbhaError):
     """The lab could not be built, inspected, faulted or torn down."""
 
 
+class Refused(DbhaError):
+    """An action was refused as unsafe or vetoed before it changed anything (a
+    database verb that would lose data, a promotion a pre_promote hook vetoed)."""
+
+
 class CommandTimeout(DbhaError):
-    """An external command did not finish within its bound."""
+    """An external command did not finish within its bound (``output``: what it
+    wrote until then, where the caller kept it)."""
+
+    output: str = ""
 
 
 class CommandFailed(DbhaError):

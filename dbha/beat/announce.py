@@ -59,6 +59,8 @@ def announce_of(beat: Beat) -> Announce:
         needs_resync=beat.needs_resync,
         sync_mark=beat.sync_mark,
         eligible=beat.eligible,
+        planned=beat.planned,
+        behind=beat.behind,
     )
 
 
@@ -72,6 +74,8 @@ def local_status(a: Announce) -> LocalStatus:
         needs_resync=a.needs_resync,
         sync_mark=a.sync_mark,
         eligible=a.eligible,
+        planned=a.planned,
+        behind=a.behind,
     )
 
 

@@ -97,6 +97,8 @@ class LocalStatus:
     needs_resync: bool = False
     sync_mark: int | None = None
     eligible: bool = False
+    planned: bool = False  # handing over for a planned switchover
+    behind: int | None = None  # a replica's own account of its lag
 
     def __post_init__(self) -> None:
         if not isinstance(self.epoch, int) or isinstance(self.epoch, bool):
@@ -164,6 +166,7 @@ class HeartbeatService:
         rise: int = 3,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        settings: str = "",
     ) -> None:
         if not isinstance(key, bytes) or len(key) < 16:
             raise ValueError("heartbeat key must be at least 16 bytes")  # never echo the key
@@ -182,6 +185,8 @@ class HeartbeatService:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._status = LocalStatus()
+        # The digest of the settings the pair shares (dbha.config.digest), in every beat.
+        self.settings = settings
         self._guard = ReplayGuard(own_boot=self.boot_id)
         self._seq = 0
         self._last_beat: Beat | None = None
@@ -349,6 +354,9 @@ class HeartbeatService:
             st.needs_resync,
             st.sync_mark,
             st.eligible,
+            st.planned,
+            st.behind,
+            self.settings,
         )
 
     def _encode(self, beat: Beat) -> list[bytes]:
@@ -516,6 +524,7 @@ class HeartbeatService:
             beat.needs_resync,
             beat.sync_mark,
             beat.eligible,
+            beat.settings,
             beat.echo_boot == self.boot_id,
         )
 

@@ -15,7 +15,10 @@ one Ethernet frame and is never fragmented (a lost fragment would lose the
 beat; a reassembly queue is something an attacker can fill).
 
 Within one version, unknown payload keys are ignored (a newer minor release may
-add fields) and every known key must be present with its exact type.
+add fields) and every known key must be present with its exact type, except the
+optional ones later releases added, which an older sender's beats lack: ``plan``
+and ``lag`` (see :class:`Beat`), and ``cfg``, the digest of the settings the pair
+shares (:mod:`dbha.config.digest`; read as ``""``: unknown).
 
 Replay defence, in short (the full rule is on :class:`ReplayGuard`): a beat is
 admitted when its sequence number is newer than the last one admitted on its
@@ -52,6 +55,7 @@ MAX_DATAGRAM = 1400
 MAX_INT = 2**63 - 1
 
 _BOOT_RE = re.compile(r"[0-9a-f]{32}")
+_DIGEST_RE = re.compile(r"[0-9a-f]{16}")
 
 
 # What the sender believes it is: a NodeRole, or this word for a sender that does
@@ -145,6 +149,14 @@ class Beat:
     needs_resync: bool = False
     sync_mark: int | None = None  # the epoch of a "replica not in sync" mark
     eligible: bool = False  # a replica that could be promoted, by its own account
+    # A node handing over: the handover is an operator's planned switchover. Optional
+    # on the wire ("plan"): a beat without it (an older sender) says False.
+    planned: bool = False
+    # A replica: how far it is behind its primary, by its own account (bytes for
+    # PostgreSQL, transactions for MySQL/MariaDB); None: unknown. Optional ("lag").
+    behind: int | None = None
+    # The digest of the settings the pair shares (16 hex digits); "" when not sent.
+    settings: str = ""
 
     def __post_init__(self) -> None:
         # Every beat sent and received passes here: the checks are written out
@@ -189,6 +201,12 @@ def _beat_problem(b: Any) -> str | None:  # Any: the fields are what is checked
         return "sync_mark must be null or in 0..2^63-1"
     if type(b.eligible) is not bool:
         return "eligible must be a bool"
+    if type(b.planned) is not bool:
+        return "planned must be a bool"
+    if not (b.behind is None or (type(b.behind) is int and 0 <= b.behind <= MAX_INT)):
+        return "behind must be null or in 0..2^63-1"
+    if not (b.settings == "" or (type(b.settings) is str and _DIGEST_RE.fullmatch(b.settings))):
+        return "settings must be empty or 16 lowercase hex digits"
     return None
 
 
@@ -225,6 +243,9 @@ def _payload(beat: Beat) -> dict[str, Any]:
         "resync": beat.needs_resync,
         "mark": beat.sync_mark,
         "elig": beat.eligible,
+        "plan": beat.planned,
+        "lag": beat.behind,
+        **({"cfg": beat.settings} if beat.settings else {}),
     }
 
 
@@ -289,6 +310,9 @@ def _beat_from(obj: object) -> Beat:
         needs_resync=obj["resync"],
         sync_mark=obj["mark"],
         eligible=obj["elig"],
+        planned=obj.get("plan", False),
+        behind=obj.get("lag"),
+        settings=obj.get("cfg", ""),  # optional: older senders do not send it
     )
 
 

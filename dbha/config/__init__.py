@@ -43,6 +43,7 @@ from dbha.config.model import (
     DEFAULT_MAX_LAG_TRANSACTIONS,
     DEFAULT_OS_USER,
     DEFAULT_PG_BIN,
+    DEFAULT_PRE_PROMOTE_TIMEOUT_MS,
     DEFAULT_PROBE_INTERVAL_MS,
     DEFAULT_REPLICATION_MODE,
     DEFAULT_REPLICATION_USER,
@@ -81,7 +82,13 @@ from dbha.config.model import (
     TargetKind,
     VipConfig,
 )
-from dbha.config.rules import MIN_KEY_FILE_BYTES, check_files, missing_files, unavailable
+from dbha.config.rules import (
+    MIN_KEY_FILE_BYTES,
+    check_files,
+    missing_files,
+    run_problems,
+    unavailable,
+)
 
 __all__ = [
     "DEFAULT_ARBITER_LEASE_TTL_MS",
@@ -113,6 +120,7 @@ __all__ = [
     "DEFAULT_MAX_LAG_TRANSACTIONS",
     "DEFAULT_OS_USER",
     "DEFAULT_PG_BIN",
+    "DEFAULT_PRE_PROMOTE_TIMEOUT_MS",
     "DEFAULT_PROBE_INTERVAL_MS",
     "DEFAULT_REPLICATION_MODE",
     "DEFAULT_REPLICATION_USER",
@@ -156,6 +164,7 @@ __all__ = [
     "load",
     "loads",
     "missing_files",
+    "run_problems",
     "summary",
     "unavailable",
 ]

@@ -47,6 +47,7 @@ from dbha.config.model import (
     DEFAULT_MAX_LAG_TRANSACTIONS,
     DEFAULT_OS_USER,
     DEFAULT_PG_BIN,
+    DEFAULT_PRE_PROMOTE_TIMEOUT_MS,
     DEFAULT_PROBE_INTERVAL_MS,
     DEFAULT_REPLICATION_MODE,
     DEFAULT_REPLICATION_USER,
@@ -385,6 +386,10 @@ def _hooks(t: Table) -> HooksConfig:
     cfg = HooksConfig(
         on_event=t.get("on_event", one_or_more(absolute_path), ()),
         timeout_ms=t.get("timeout_ms", integer(100, 600_000), DEFAULT_HOOK_TIMEOUT_MS),
+        pre_promote=t.opt("pre_promote", absolute_path),
+        pre_promote_timeout_ms=t.get(
+            "pre_promote_timeout_ms", integer(100, 60_000), DEFAULT_PRE_PROMOTE_TIMEOUT_MS
+        ),
     )
     t.finish()
     return cfg
@@ -455,6 +460,14 @@ def summary(cfg: Config) -> str:
     lines += [
         f"checks       {checks or 'none'}",
         f"hooks        {', '.join(map(str, cfg.hooks.on_event)) or 'none'}",
+        *(
+            [
+                f"             pre_promote {cfg.hooks.pre_promote} "
+                f"(a veto within {cfg.hooks.pre_promote_timeout_ms} ms)"
+            ]
+            if cfg.hooks.pre_promote
+            else []
+        ),
         f"state        {cfg.service.state_dir}; control socket {cfg.service.control_socket}",
         f"behaviour    auto_rejoin {'on' if cfg.service.auto_rejoin else 'off'}; "
         f"log {cfg.log.format}, level {cfg.log.level}",

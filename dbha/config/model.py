@@ -60,6 +60,7 @@ DEFAULT_MAX_LAG_SECONDS = 10.0
 DEFAULT_ARBITER_LEASE_TTL_MS = 5000
 DEFAULT_ARBITER_TIMEOUT_MS = 500
 DEFAULT_HOOK_TIMEOUT_MS = 5000
+DEFAULT_PRE_PROMOTE_TIMEOUT_MS = 2000
 DEFAULT_CHECK_INTERVAL_MS = 2000
 DEFAULT_CHECK_TIMEOUT_MS = 1000
 DEFAULT_CHECK_FALL = 3
@@ -208,6 +209,8 @@ class ArbiterConfig:
 class HooksConfig:
     on_event: tuple[Path, ...]
     timeout_ms: int
+    pre_promote: Path | None = None  # asked before every promotion; may veto it
+    pre_promote_timeout_ms: int = 2000  # DEFAULT_PRE_PROMOTE_TIMEOUT_MS
 
 
 @dataclass(frozen=True, slots=True)

@@ -301,6 +301,12 @@ def missing_files(cfg: Config) -> list[str]:
     return [line for line, missing in _file_findings(cfg) if missing]
 
 
+def run_problems(cfg: Config) -> list[str]:
+    """Everything that stops ``dbha run`` (and a reload, and a cron round) on this
+    host: bad files, missing files, features not available."""
+    return check_files(cfg) + missing_files(cfg) + unavailable(cfg)
+
+
 def _file_findings(cfg: Config) -> list[tuple[str, bool]]:
     found: list[tuple[str, bool]] = []
     secrets = [("heartbeat.key_file", cfg.heartbeat.key_file, MIN_KEY_FILE_BYTES)]
@@ -322,6 +328,8 @@ def _file_findings(cfg: Config) -> list[tuple[str, bool]]:
         (f"hooks.on_event[{i}]" if many else "hooks.on_event", str(p))
         for i, p in enumerate(cfg.hooks.on_event)
     ]
+    if cfg.hooks.pre_promote is not None:
+        programs.append(("hooks.pre_promote", str(cfg.hooks.pre_promote)))
     programs += [(f"check[{i}].argv[0]", c.argv[0]) for i, c in enumerate(cfg.checks)]
     for key, program in programs:
         why = _program_problem(program)

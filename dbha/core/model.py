@@ -254,6 +254,13 @@ class Announce(NamedTuple):
     needs_resync: bool = False
     sync_mark: int | None = None
     eligible: bool = False
+    # A node in the handover role says whether it hands over for an operator's
+    # planned switchover (True) or because its database or checks failed (False).
+    planned: bool = False
+    # A replica's own account of how far it is behind: what it has not received of
+    # the primary's announced position plus what it received and has not applied
+    # (bytes for PostgreSQL, transactions for MySQL/MariaDB); None: unknown.
+    behind: int | None = None
 
 
 class PeerView(NamedTuple):
@@ -299,6 +306,9 @@ class ArbiterView:
 class Request:
     kind: RequestKind
     force: bool = False
+    # Switchover only: run every check the request would, change nothing, and
+    # answer what would happen.
+    dry_run: bool = False
 
 
 def _no_cover(candidate: Position, reference: Position) -> bool:
@@ -312,6 +322,8 @@ class Observation(NamedTuple):
     - ``lag_units``: how far the local replica was behind the peer's last
       announced position (bytes for PostgreSQL, transactions for
       MySQL/MariaDB), None when unknown.
+    - ``peer_lag_units``: on a primary, how far the peer's last announced position
+      is behind the local one (same units), None when unknown.
     - ``checks_ok``: every configured check script passes (after fall/rise).
     - ``keeper_ok``: the independent fence timer (lease keeper) is running, so
       the self-fence deadline would be enforced even if this loop hung.
@@ -336,6 +348,7 @@ class Observation(NamedTuple):
     covers: Callable[[Position, Position], bool] = _no_cover
     wall: float = 0.0
     probe_at: float | None = None
+    peer_lag_units: int | None = None
 
 
 # -------------------------------------------------------------------- actions
@@ -348,6 +361,20 @@ class Action:
 
     __slots__ = ()
     best_effort = False
+
+
+@dataclass(frozen=True, slots=True)
+class PrePromote(Action):
+    """Before a promotion changes anything: ask the operator's ``pre_promote`` hook,
+    if one is configured (none: it passes at once). A veto (non-zero exit, or no
+    answer in its time) fails the decision as refused, so the node stays as it is.
+    ``kind``: "failover" (automatic), "switchover" (the peer handed over) or
+    "forced" (an operator's failover); ``epoch``: the one the node would promote
+    at; ``reason``: why it promotes."""
+
+    kind: str
+    epoch: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

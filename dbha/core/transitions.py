@@ -34,6 +34,7 @@ from dbha.core.model import (
     Notify,
     PersistState,
     PrepareReplica,
+    PrePromote,
     Promote,
     Rejoin,
     ReleaseVip,
@@ -76,6 +77,7 @@ _ACTIONS: dict[str, type[Action]] = {
         FencePeer,
         Notify,
         PersistState,
+        PrePromote,
         PrepareReplica,
         Promote,
         Rejoin,
@@ -121,15 +123,16 @@ def _row(
 
 
 _PROMOTE_HANDOVER = (
-    "ArbiterPromote? PersistState Notify WaitReplayed Promote SetSynchronous? AcquireVip Notify"
+    "PrePromote ArbiterPromote? PersistState Notify WaitReplayed Promote SetSynchronous? "
+    "AcquireVip Notify"
 )
 _PROMOTE_ALONE = (
-    "ArbiterPromote? PersistState Notify FencePeer WaitReplayed Promote SetSynchronous? "
-    "AcquireVip Notify"
+    "PrePromote ArbiterPromote? PersistState Notify FencePeer WaitReplayed Promote "
+    "SetSynchronous? AcquireVip Notify"
 )
 _PROMOTE_FORCED = (
-    "ArbiterPromote? PersistState Notify FencePeer? WaitReplayed Promote SetSynchronous? "
-    "AcquireVip Notify"
+    "PrePromote ArbiterPromote? PersistState Notify FencePeer? WaitReplayed Promote "
+    "SetSynchronous? AcquireVip Notify"
 )
 # Stop serving: a database that answers is fenced before the VIP goes (its
 # sessions end where their clients still hear them); one that does not answer
@@ -232,10 +235,20 @@ TABLE: tuple[Row, ...] = (
     _row(
         "switchover-start",
         R.PRIMARY,
-        "switchover requested; the peer is an eligible replica at our epoch; no mark",
+        "switchover requested; the peer is an eligible replica at our epoch, its database "
+        "answers; no mark; maintenance off on both and the peer within the lag bound "
+        "(or --force)",
         R.HANDOVER,
-        "Fence ReleaseVip? Notify",
+        "Notify Fence ReleaseVip?",
         "the planned switchover: read-only first, the replica takes over once it has all",
+    ),
+    _row(
+        "switchover-dry-run",
+        R.PRIMARY,
+        "switchover --dry-run requested; every condition of switchover-start holds",
+        SAME,
+        "",
+        "changes nothing; the answer says who would hand over to whom, and the lag",
     ),
     _row(
         "failover-forced",
@@ -268,7 +281,7 @@ TABLE: tuple[Row, ...] = (
         ALL,
         "a request whose conditions do not hold",
         SAME,
-        "Notify",
+        "Notify?",
         "the answer says which condition failed",
     ),
     # ---- replica
@@ -283,7 +296,7 @@ TABLE: tuple[Row, ...] = (
     _row(
         "rejoin-auto",
         (R.REPLICA, R.FENCED),
-        "needs a resync, auto_rejoin on, the peer is a heard primary",
+        "needs a resync, auto_rejoin on, the peer is a heard primary, maintenance off on both",
         R.REPLICA,
         _STOP + " Rejoin Notify",
         "automatic rejoin, only when configured",

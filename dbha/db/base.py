@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from dbha.core.model import DbStatus, Position
-from dbha.errors import DbhaError
+from dbha.errors import DbhaError, Refused
 
 # --------------------------------------------------------------------- errors
 
@@ -36,7 +36,7 @@ class DbTimeout(DbError):
     """The server did not answer within the verb's timeout (hung, overloaded, locked)."""
 
 
-class DbRefused(DbError):
+class DbRefused(DbError, Refused):
     """The verb was refused because doing it would be unsafe (e.g. a rejoin that would
     discard errant transactions without ``force``, a promotion past a diverged timeline).
     Nothing was changed."""

@@ -11,9 +11,10 @@ from typing import Any
 
 from dbha.config import Config
 from dbha.errors import ConfigError
-from dbha.monitor.nagios import Limits, assess, view_from_status
+from dbha.monitor.nagios import Limits, assess
 from dbha.monitor.result import CheckResult, failed, result
 from dbha.monitor.round import run_round
+from dbha.monitor.views import view_from_status
 
 log = logging.getLogger("dbha.check")
 
@@ -41,7 +42,7 @@ def _check(path: str, act: bool) -> CheckResult:
     status = ask_supervisor(cfg.service.control_socket)
     if status is not None:
         return from_supervisor(cfg, status)
-    problems = config.check_files(cfg) + config.missing_files(cfg) + config.unavailable(cfg)
+    problems = config.run_problems(cfg)
     if problems:
         return failed(f"config {path}: " + "; ".join(problems[:3]))
     return run_round(cfg, act)

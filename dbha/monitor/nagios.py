@@ -1,10 +1,8 @@
 """What ``dbha check`` reports: one node's health as a Nagios status. Pure.
 
-The check has two sources, turned into the same :class:`View`:
-
-- a running supervisor's status (its control socket's ``status`` reply), read
-  by :func:`view_from_status`, a parser of outside input that never raises;
-- a cron round's own observation and decision (:func:`view_from_round`).
+The check has two sources, turned into the same :class:`View` by
+:mod:`dbha.monitor.views`: a running supervisor's status, and a cron round's own
+observation and decision.
 
 :func:`assess` maps a view to OK (0), WARNING (1) or CRITICAL (2), with every
 finding named, worst first; :func:`line` is the one-line plain output
@@ -16,31 +14,26 @@ VIP (or the VIP on a node that does not serve), a writable database on a node
 that does not serve, two primaries or a newer epoch while serving, no node
 serving, the lease keeper dead, a resync needed while the peer does not serve,
 the peer silent on every path with no safety verdict (or this node isolated),
-commits waiting for a synchronous replica that is gone, an action that failed.
+commits waiting for a synchronous replica that is gone, no working standby in
+strict synchronous mode (unless relaxed), an action that failed.
 WARNING is "the pair serves but is not whole": a heartbeat path down, the peer
-silent with a verdict that explains it, maintenance on, replica lag above half
-the bound, a replica not streaming, a failing check script, a resync needed
-while the peer serves, a handover or promotion under way.
+silent with a verdict that explains it, no working standby (the peer's database
+does not answer, it needs a resync, is fenced or not eligible), maintenance on
+(here or announced by the peer), replica lag above half the bound, a replica not
+streaming, a failing check script, a resync needed while the peer serves, a
+handover or promotion under way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
 from dbha.config import Config
-from dbha.core.model import (
-    DbStatus,
-    Decision,
-    NodeRole,
-    NodeState,
-    Notify,
-    Observation,
-    RunSafetyCheck,
-)
+from dbha.core.model import NodeRole
 
 SERVING = ("primary", "promoting")
+UNREACHABLE = "database unreachable"  # how the finding of a dead local database begins
 MAX_TEXT = 200  # one finding, as shown
 MAX_LINE = 1000  # the whole plain output line
 
@@ -84,6 +77,7 @@ class PeerInfo:
     db_writable: bool | None = None
     maintenance: bool = False
     needs_resync: bool = False
+    eligible: bool | None = None  # it says it could be promoted
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +110,7 @@ class View:
     reason: str = ""
     errors: tuple[str, ...] = ()
     alerts: tuple[str, ...] = ()
+    settings_differ: str | None = None  # the pair's shared settings differ (what, if known)
 
     @property
     def peer_silent(self) -> bool:
@@ -162,7 +157,7 @@ class Assessment:
 # ------------------------------------------------------------------ the rules
 
 
-def _clip(text: str, limit: int = MAX_TEXT) -> str:
+def clip(text: str, limit: int = MAX_TEXT) -> str:
     flat = " ".join(str(text).split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
@@ -217,8 +212,8 @@ def _database(v: View, limits: Limits) -> list[Finding]:
     if db is None:
         return [Finding(Status.WARNING, "database not probed yet")]
     if not db.reachable:
-        why = f" ({_clip(db.error)})" if db.error else ""
-        return [Finding(Status.CRITICAL, f"database unreachable{why}")]
+        why = f" ({clip(db.error)})" if db.error else ""
+        return [Finding(Status.CRITICAL, f"{UNREACHABLE}{why}")]
     out = []
     blocked = _blocked(v, limits)
     if blocked is not None:
@@ -301,12 +296,6 @@ def _peer(v: View) -> list[Finding]:
     if not v.peer_silent:
         if down:
             out.append(Finding(Status.WARNING, f"heartbeat path {', '.join(down)} down"))
-        p = v.peer
-        if p is not None and v.serving:
-            if p.db_reachable is False:
-                out.append(Finding(Status.WARNING, f"{v.peer_name}'s database is down: no standby"))
-            elif p.needs_resync:
-                out.append(Finding(Status.WARNING, f"{v.peer_name} needs a resync: no standby"))
         return out
     verdict = v.verdict
     if not v.verdict_known:
@@ -324,9 +313,9 @@ def _peer(v: View) -> list[Finding]:
         out.append(Finding(Status.CRITICAL, "isolated: no heartbeat path and no gateway"))
     elif verdict == "peer_dead":
         if v.serving:
-            out.append(Finding(Status.WARNING, f"{v.peer_name} is dead: serving alone"))
+            out.append(Finding(Status.WARNING, f"{v.peer_name} is dead: serving alone, no standby"))
         else:
-            why = f" ({_clip(v.reason, 120)})" if v.reason else ""
+            why = f" ({clip(v.reason, 120)})" if v.reason else ""
             out.append(
                 Finding(Status.CRITICAL, f"{v.peer_name} is dead and this node does not serve{why}")
             )
@@ -340,10 +329,49 @@ def _peer(v: View) -> list[Finding]:
     return out
 
 
+def _no_standby(v: View) -> str | None:
+    """Why the heard peer of a serving primary cannot take over if it fails (None:
+    it can). A silent peer is judged by :func:`_peer` and :func:`_database`."""
+    p, name = v.peer, v.peer_name
+    if v.role != NodeRole.PRIMARY or v.peer_silent or p is None or p.role in SERVING:
+        return None
+    if p.db_reachable is False:
+        return f"{name}'s database does not answer"
+    if p.needs_resync:
+        return f"{name} needs a resync"
+    if p.role != "replica":
+        return f"{name} is {p.role}, not a replica"
+    if p.eligible is False:
+        return f"{name} is not eligible for promotion"
+    return None
+
+
+def _standby(v: View, limits: Limits) -> list[Finding]:
+    """A primary whose peer cannot take over: WARNING; CRITICAL in strict
+    synchronous mode, where commits wait for that peer (unless relaxed)."""
+    why = _no_standby(v)
+    if why is None:
+        return []
+    if limits.sync != "strict":
+        return [Finding(Status.WARNING, f"no standby: {why}")]
+    if v.db is not None and v.db.reachable and v.db.sync_replication is False:
+        return [Finding(Status.WARNING, f"no standby: {why} (strict synchronous commit relaxed)")]
+    return [
+        Finding(
+            Status.CRITICAL,
+            f"no standby: {why}; in strict synchronous mode commits wait for it "
+            f"(dbha sync relax -c {limits.config} accepts asynchronous commits)",
+        )
+    ]
+
+
 def _care(v: View, limits: Limits) -> list[Finding]:
     out = []
-    if v.maintenance or (v.peer is not None and v.peer.maintenance):
-        out.append(Finding(Status.WARNING, "maintenance on"))
+    where = ["this node"] if v.maintenance else []
+    if v.peer is not None and v.peer.maintenance:
+        where.append(f"announced by {v.peer_name}")
+    if where:
+        out.append(Finding(Status.WARNING, f"maintenance on ({', '.join(where)})"))
     db = v.db
     if db is not None and db.reachable and db.role == "replica" and v.role == "replica":
         if db.streaming is False:
@@ -357,14 +385,22 @@ def _care(v: View, limits: Limits) -> list[Finding]:
             out.append(Finding(Status.WARNING, "replica lag " + ", ".join(lag)))
     if v.checks_failing:
         out.append(Finding(Status.WARNING, f"check failing: {', '.join(v.checks_failing)}"))
-    out += [Finding(Status.WARNING, _clip(a)) for a in v.alerts]
-    out += [Finding(Status.CRITICAL, _clip(e)) for e in v.errors]
+    out += [Finding(Status.WARNING, clip(a)) for a in v.alerts]
+    if v.settings_differ is not None:
+        out.append(Finding(Status.WARNING, clip(v.settings_differ)))
+    out += [Finding(Status.CRITICAL, clip(e)) for e in v.errors]
     return out
 
 
 def assess(v: View, limits: Limits) -> Assessment:
     """The status of ``v`` (the worst finding) and a one-line summary."""
-    findings = [*_database(v, limits), *_roles(v), *_peer(v), *_care(v, limits)]
+    findings = [
+        *_database(v, limits),
+        *_roles(v),
+        *_peer(v),
+        *_standby(v, limits),
+        *_care(v, limits),
+    ]
     findings.sort(key=lambda f: -f.status)  # stable: rule order within a level
     status = findings[0].status if findings else Status.OK
     head = f"{v.service} on {v.node}"
@@ -374,7 +410,7 @@ def assess(v: View, limits: Limits) -> Assessment:
         )
     else:
         summary = f"{head}: {_healthy(v)}"
-    return Assessment(status, _clip(summary, MAX_LINE), tuple(findings))
+    return Assessment(status, clip(summary, MAX_LINE), tuple(findings))
 
 
 def _epoch(epoch: int | None) -> str:
@@ -396,178 +432,3 @@ def _healthy(v: View) -> str:
 def line(a: Assessment) -> str:
     """The plain output: ``DBHA OK|WARNING|CRITICAL - <summary>``, one line."""
     return f"DBHA {a.status.name} - {a.summary}"
-
-
-# ----------------------------------------------------------------- the sources
-
-
-def _get(d: Mapping[str, object], key: str) -> object:
-    return d.get(key) if isinstance(d, Mapping) else None
-
-
-def _bool(value: object) -> bool | None:
-    return value if isinstance(value, bool) else None
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _num(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
-def _str(value: object, default: str = "") -> str:
-    return _clip(value, MAX_TEXT) if isinstance(value, str) else default
-
-
-def _map(value: object) -> Mapping[str, object]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def view_from_status(status: object, limits: Limits) -> View:
-    """The view of a running supervisor's ``status`` reply. Never raises: a field
-    that is missing or of the wrong type counts as unknown."""
-    st = _map(status)
-    db_d = st.get("database")
-    db: DbView | None = None
-    if isinstance(db_d, Mapping):
-        lag_key = "lag_bytes" if limits.unit == "bytes" else "lag_transactions"
-        db = DbView(
-            reachable=_bool(db_d.get("reachable")) is True,
-            role=_str(db_d.get("role"), "unknown"),
-            writable=_bool(db_d.get("writable")) is True,
-            error=_str(db_d.get("error")) or None,
-            lag_units=_int(db_d.get(lag_key)),
-            lag_seconds=_num(db_d.get("lag_seconds")),
-            streaming=_bool(db_d.get("streaming")),
-            sync_replication=_bool(db_d.get("sync_replication")),
-            sync_waiting=_int(db_d.get("sync_waiting")),
-            sync_standbys=_int(db_d.get("sync_standbys")),
-            blocked_for=_num(db_d.get("blocked_for")),
-            sync_wait_longest=_num(db_d.get("sync_wait_longest")),
-        )
-    paths = tuple(
-        (str(name)[:64], _bool(_get(_map(p), "up")) is True)
-        for name, p in _map(st.get("paths")).items()
-    )
-    peer_d = st.get("peer_state")
-    peer = None
-    if isinstance(peer_d, Mapping):
-        peer = PeerInfo(
-            role=_str(peer_d.get("role"), "unknown"),
-            epoch=_int(peer_d.get("epoch")),
-            db_reachable=_bool(peer_d.get("db_reachable")),
-            db_writable=_bool(peer_d.get("db_writable")),
-            maintenance=_bool(peer_d.get("maintenance")) is True,
-            needs_resync=_bool(peer_d.get("needs_resync")) is True,
-        )
-    safety = st.get("safety")
-    verdict_known = "safety" in st
-    verdict = _str(_get(_map(safety), "verdict")) or (_str(safety) if safety else "") or None
-    decision = _map(st.get("decision"))
-    checks = _map(st.get("checks"))
-    keeper = _bool(st.get("keeper_alive"))
-    return View(
-        service=_str(st.get("service"), "?"),
-        node=_str(st.get("node"), "?"),
-        peer_name=_str(st.get("peer"), "peer"),
-        role=_str(st.get("role"), "unknown"),
-        epoch=_int(st.get("epoch")),
-        needs_resync=_bool(st.get("needs_resync")) is True,
-        maintenance=_bool(st.get("maintenance")) is True,
-        vip_held=_bool(_get(_map(st.get("vip")), "held_here")),
-        db=db,
-        paths=paths,
-        peer=peer,
-        verdict=verdict,
-        verdict_known=verdict_known,
-        keeper_alive=keeper,
-        checks_failing=tuple(str(n)[:64] for n, ok in checks.items() if ok is False),
-        rule=_str(decision.get("rule")),
-        reason=_str(decision.get("reason")),
-        alerts=tuple(_str(t) for t in _map(st.get("alerts")).values() if isinstance(t, str)),
-    )
-
-
-def db_view(local: DbStatus) -> DbView:
-    """The view of one probe of the local database."""
-    lag = local.lag_bytes if local.lag_bytes is not None else local.lag_transactions
-    waiting = getattr(local, "sync_waiting", None)  # reported by newer drivers only
-    return DbView(
-        reachable=local.reachable,
-        role=local.role.value,
-        writable=local.writable,
-        error=local.error,
-        lag_units=lag,
-        lag_seconds=local.lag_seconds,
-        streaming=local.streaming if local.role.value == "replica" else None,
-        sync_replication=local.sync_replication if local.role.value == "primary" else None,
-        sync_waiting=waiting if isinstance(waiting, int) else None,
-        sync_standbys=local.sync_standbys if local.role.value == "primary" else None,
-        sync_wait_longest=local.sync_wait_longest,
-    )
-
-
-def acting(d: Decision) -> tuple[str, ...]:
-    """The names of a decision's actions that change something (not the safety
-    check request nor the notifications)."""
-    return tuple(type(a).__name__ for a in d.actions if not isinstance(a, RunSafetyCheck | Notify))
-
-
-def view_from_round(
-    cfg: Config,
-    state: NodeState,
-    obs: Observation,
-    d: Decision,
-    *,
-    paths: tuple[tuple[str, bool], ...],
-    local: DbStatus | None = None,
-    vip_held: bool | None = None,
-    checks_failing: tuple[str, ...] = (),
-    errors: tuple[str, ...] = (),
-) -> View:
-    """The view of a cron round: ``state`` is the node's state after the round
-    (before it when it only reported), ``obs`` what it observed, ``d`` what the
-    core decided; ``local``/``vip_held`` are fresher looks taken after acting."""
-    last = obs.peer.last
-    peer = (
-        None
-        if last is None
-        else PeerInfo(
-            role=last.role.value,
-            epoch=last.epoch,
-            db_reachable=last.db_reachable,
-            db_writable=last.db_writable,
-            maintenance=last.maintenance,
-            needs_resync=last.needs_resync,
-        )
-    )
-    safety = obs.safety
-    heard = obs.peer.heard_at
-    verdict = (
-        safety.verdict.value
-        if safety is not None and (heard is None or safety.at >= heard)
-        else None
-    )
-    return View(
-        service=cfg.service.id,
-        node=cfg.node.name,
-        peer_name=cfg.peer.name,
-        role=state.role.value,
-        epoch=state.epoch,
-        needs_resync=state.needs_resync,
-        maintenance=state.maintenance,
-        vip_held=obs.vip_held if vip_held is None else vip_held,
-        db=db_view(obs.local if local is None else local),
-        paths=paths,
-        peer=peer,
-        verdict=verdict,
-        keeper_alive=None,
-        checks_failing=checks_failing,
-        rule=d.rule,
-        reason=d.reason,
-        errors=errors,
-    )

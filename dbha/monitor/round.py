@@ -51,14 +51,9 @@ from dbha.core.model import (
 )
 from dbha.errors import DbhaError
 from dbha.monitor import memory as cronstate
-from dbha.monitor.nagios import (
-    Limits,
-    View,
-    acting,
-    assess,
-    view_from_round,
-)
+from dbha.monitor.nagios import Limits, View, assess
 from dbha.monitor.result import CheckResult, failed, result
+from dbha.monitor.views import acting, view_from_round
 from dbha.node import observe, statefile
 from dbha.node.checkscripts import CheckState, run_check
 from dbha.node.executor import Outcome

@@ -1,8 +1,8 @@
 """Conditions an operator must act on, though nothing fails over for them: every
-heartbeat path silent while the peer's database answers, or a dead peer this
-replica does not take over from. Logged as warnings (with a hook event) when
-they start and every ALERT_REPEAT seconds while they last; shown by ``dbha
-status``."""
+heartbeat path silent while the peer's database answers, a dead peer this
+replica does not take over from, a promotion the pre_promote hook vetoes.
+Logged as warnings (with a hook event) when they start and every ALERT_REPEAT
+seconds while they last; shown by ``dbha status``."""
 
 from __future__ import annotations
 
@@ -14,9 +14,14 @@ from dbha.core.model import Decision, Observation, Verdict
 from dbha.core.timing import gist
 
 log = logging.getLogger("dbha")
+# The rules of a promotion; one that runs without a veto ends a veto's alert.
+PROMOTION_STARTS = frozenset({"failover-promote", "handover-promote", "failover-forced"})
 
 # An alert that stays on is logged again this often (seconds).
 ALERT_REPEAT = 30.0
+# A pre_promote veto stays an alert this long after the last one (seconds): a
+# handover that is vetoed again and again has ticks without a promotion between.
+VETO_KEPT = 30.0
 
 
 class Alerts:
@@ -27,13 +32,15 @@ class Alerts:
         self._notify = notify
         self.active: dict[str, tuple[str, float]] = {}  # name -> (text, last logged)
         self._refusing_since: float | None = None
+        self._veto: tuple[str, float] | None = None  # the last veto, and when
 
     def texts(self) -> dict[str, str]:
         return {name: text for name, (text, _) in self.active.items()}
 
-    def update(self, obs: Observation, d: Decision, started_at: float) -> None:
+    def update(self, obs: Observation, d: Decision, started_at: float, vetoed: str = "") -> None:
         """Raise, repeat and clear the alerts after a tick that saw ``obs`` and
-        decided ``d`` (the supervisor started at ``started_at``, monotonic)."""
+        decided ``d`` (the supervisor started at ``started_at``, monotonic);
+        ``vetoed``: why the pre_promote hook vetoed its promotion, if it did."""
         now: dict[str, str] = {}
         peer, safety = obs.peer, obs.safety
         settled = obs.now - started_at > 2 * self.cfg.heartbeat.peer_silent_after_ms / 1000
@@ -65,6 +72,17 @@ class Alerts:
                 f"{self.cfg.peer.name} is dead but this node does not take over: "
                 f"{gist(d)[1]}. An operator who accepts the loss can force it: "
                 f"dbha failover -c {self.cfg.source} --to {self.cfg.node.name} --force"
+            )
+        if vetoed:
+            self._veto = (vetoed, obs.now)
+        elif self._veto is not None and (
+            obs.now - self._veto[1] > VETO_KEPT or d.rule in PROMOTION_STARTS
+        ):
+            self._veto = None  # promoting (or long quiet): the veto is over
+        if self._veto is not None:
+            now["failover_refused"] = (
+                f"this node does not take over from {self.cfg.peer.name}: {self._veto[0]}; "
+                "the hook is asked again every few seconds"
             )
         for name, text in now.items():
             seen = self.active.get(name)

@@ -6,8 +6,10 @@ Two doors, one handler:
   socket, mode 0600, for ``dbha status``, ``switchover``, ``maintenance`` ...
   on the same host. The kernel's file permissions are the authentication.
 * the **peer door**: TCP on each heartbeat path's local address and port (the
-  same number as the UDP heartbeats), for the peer supervisor (fence requests,
-  switchover hand-offs, status). Every exchange is challenge-response: the
+  same number as the UDP heartbeats), for the peer's host: its supervisor and
+  the CLI run there (status, history, and the requests the daemon lists in
+  ``PEER_REQUESTS``: a switchover run on the replica's host, maintenance set
+  for the pair). Every exchange is challenge-response: the
   server sends a fresh random nonce, the client signs nonce + request with the
   shared heartbeat key (HMAC-SHA256), the server signs nonce + reply. A
   captured request cannot be replayed (the nonce differs), no clock sync is
@@ -35,12 +37,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dbha.config import Config
 from dbha.errors import DbhaError
 
 log = logging.getLogger("dbha.control")
 
 MAX_MESSAGE = 256 * 1024
 IO_TIMEOUT = 5.0
+ASK_TIMEOUT = 3.0  # one question of Doors (status, history)
 # How often an idle accept loop looks at its stop flag (seconds).
 ACCEPT_POLL = 2.0
 
@@ -290,3 +294,40 @@ def peer_request(
         except (OSError, ValueError) as exc:
             errors.append(f"{addr}:{port}: {exc}")
     raise ControlError("peer supervisor unreachable: " + "; ".join(errors))
+
+
+class Doors:
+    """This node's supervisor over its control socket, the peer's over its door (the
+    CLI's one way to ask either): each answer a dict, or a str saying why none came."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.me, self.peer = cfg.node.name, cfg.peer.name
+        self._key: bytes | None = None
+
+    def ask(self, node: str, request: dict[str, Any], timeout: float = ASK_TIMEOUT) -> Any:
+        """The supervisor's reply (a dict), or why it gave none (a str)."""
+        try:
+            if node == self.me:
+                return local_request(self.cfg.service.control_socket, request, timeout)
+            if self._key is None:
+                self._key = self.cfg.heartbeat.key_file.read_bytes().strip()
+            addrs = [(str(p.peer_address), p.port) for p in self.cfg.heartbeat.paths]
+            return peer_request(addrs, self._key, request, timeout)
+        except (ControlError, OSError) as exc:
+            return str(exc)
+
+    def status(self, node: str) -> dict[str, Any] | str:
+        got = self.ask(node, {"cmd": "status"})
+        if isinstance(got, str):
+            return got
+        if not got.get("ok") or not isinstance(got.get("status"), dict):
+            return str(got.get("error"))
+        status: dict[str, Any] = got["status"]
+        return status
+
+    def history(self, node: str, last: int = 20) -> list[dict[str, Any]]:
+        got = self.ask(node, {"cmd": "history", "last": last})
+        if isinstance(got, dict) and isinstance(got.get("events"), list):
+            return [e for e in got["events"] if isinstance(e, dict)]
+        return []

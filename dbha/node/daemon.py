@@ -10,7 +10,6 @@ tells its beats what to say. One log line per decision, with its reason.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -35,6 +34,7 @@ from dbha.core.model import (
     Observation,
     PeerView,
     PrepareReplica,
+    PrePromote,
     Promote,
     Rejoin,
     Request,
@@ -46,7 +46,7 @@ from dbha.core.model import (
 )
 from dbha.core.timing import gist, plan_wait, steady
 from dbha.errors import DbhaError
-from dbha.node import history, observe, restartmem, sdnotify, statefile
+from dbha.node import history, logs, observe, reload, restartmem, sdnotify, statefile, statusview
 from dbha.node.alerts import Alerts
 from dbha.node.control import LocalControlServer, PeerControlServer
 from dbha.node.parts import NodeParts
@@ -72,6 +72,9 @@ STEADY_DEADLINE_FRACTION = 0.25
 MEMORY_EVERY = 0.2
 # An operator's request must be taken by the loop within this (seconds).
 REQUEST_TAKEN_WITHIN = 10.0
+# Requests the peer's door accepts (signed with the pair's key): a switchover run
+# on the replica's host, and maintenance, which the CLI sets on both nodes.
+PEER_REQUESTS = ("switchover", "maintenance_on", "maintenance_off")
 
 
 @dataclass
@@ -100,6 +103,7 @@ class Supervisor:
         self.safety = parts.safety
         self._stop = threading.Event()
         self._wake = threading.Event()  # news: tick now rather than at the period's end
+        self.reload_wanted = threading.Event()  # SIGHUP: the loop reloads between ticks
         self.safety_runner = SafetyRunner(
             parts.safety,
             parts.heartbeat,
@@ -151,6 +155,7 @@ class Supervisor:
         self._mem_at = -math.inf
         self._mem_peer: PeerView | None = None
         self.alerts = Alerts(cfg, self._notify)
+        self._failures = logs.Repeats()  # the decisions that fail again and again
 
     # -- life cycle -----------------------------------------------------------
 
@@ -188,16 +193,25 @@ class Supervisor:
             db.role.value if db.reachable else f"unreachable ({db.error})",
         )
         self._keeper = subprocess.Popen(
-            [sys.executable, "-m", "dbha.node.keeper", "-c", self.cfg.source],
+            [
+                sys.executable,
+                "-m",
+                "dbha.node.keeper",
+                "-c",
+                self.cfg.source,
+                *(["--json-log"] if self.json_log else []),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
         )
+        # The doors first: a peer that hears our first beats may ask at once (the
+        # settings watch of dbha.node.settings asks which shared settings differ).
+        self._local.start()
+        self._peer_door.start()
         self.heartbeat.start()
         self.observer.start()
         self.checks.start()
         self.hooks.start()
-        self._local.start()
-        self._peer_door.start()
         threading.Thread(target=self.safety_runner.loop, name="dbha-safety", daemon=True).start()
         self._notify("started", f"as {self.state.role.value}")
 
@@ -254,6 +268,9 @@ class Supervisor:
                 )
                 self.ticking_every = period
                 self._wake.wait(delay)
+                if self.reload_wanted.is_set():
+                    self.reload_wanted.clear()
+                    reload.reload(self)
         finally:
             self.stop()
 
@@ -274,6 +291,7 @@ class Supervisor:
     def observe(self, request: Request | None = None) -> Observation:
         now = time.monotonic()
         snap = self.heartbeat.snapshot(now, counters=False)  # status() reads counters
+        self.parts.settings.seen(snap.last_beat, now)  # the pair's settings agree?
         # Until the peer is heard again, a supervisor restarted in this boot shows the
         # core the peer as it last saw it (dbha.core.decide.restart).
         peer = restart.peer_view(adapt.peer_view(snap), self._memory)
@@ -350,7 +368,8 @@ class Supervisor:
         self._remember(obs)
         self.heartbeat.set_status(adapt.local_status(announce(self.state, obs)))
         self._log(d, obs, out.error if not out.ok else "")
-        self.alerts.update(obs, d, self._started_at)
+        vetoed = out.refused and isinstance(out.failed, PrePromote)
+        self.alerts.update(obs, d, self._started_at, out.error if vetoed else "")
         self._prev = self.last
         self.last, self.last_obs = d, obs
         self._systemd(obs)
@@ -426,32 +445,17 @@ class Supervisor:
 
     def _log(self, d: Decision, obs: Observation, error: str) -> None:
         """One line per decision that acts or says something new: a decision that
-        repeats the last one, or only asks for another safety check, is not logged."""
+        repeats the last one, or only asks for another safety check, is not logged;
+        nor one that fails again as the last logged one did, but once a minute
+        (dbha.node.logs.Repeats). The line carries its fields for the JSON log."""
         prev = self.last
         acting = [a for a in d.actions if not isinstance(a, RunSafetyCheck)]
-        if acting or error or prev is None or gist(prev) != gist(d):
-            if self.json_log:
-                log.info(
-                    json.dumps(
-                        {
-                            "rule": d.rule,
-                            "reason": d.reason,
-                            "role": self.state.role.value,
-                            "epoch": self.state.epoch,
-                            "actions": [type(a).__name__ for a in d.actions],
-                            "error": error or None,
-                        }
-                    )
-                )
-            else:
-                acts = ", ".join(type(a).__name__ for a in d.actions)
-                log.info(
-                    "%s: %s%s%s",
-                    d.rule,
-                    d.reason,
-                    f" [{acts}]" if acts else "",
-                    f" FAILED: {error}" if error else "",
-                )
+        if not (acting or error or prev is None or gist(prev) != gist(d)):
+            return
+        repeats = self._failures.admit((d.rule, d.reason, error) if error else None)
+        if repeats is not None:
+            text, fields = logs.decision_line(d, self.state, error, repeats)
+            log.info("%s", text, extra={logs.FIELDS: fields})
 
     def _systemd(self, obs: Observation) -> None:
         if not self._sd:
@@ -490,8 +494,10 @@ class Supervisor:
             events = history.read(self.cfg.service.state_dir, n)
             return {"ok": True, "events": history.within(events, history.MAX_REPLY_BYTES)}
         kinds = {k.value: k for k in RequestKind}
-        if cmd in kinds and origin == "local":
-            pending = _Pending(Request(kinds[cmd], bool(req.get("force", False))))
+        if cmd in kinds and (origin == "local" or cmd in PEER_REQUESTS):
+            kind = kinds[cmd]
+            dry = kind is RequestKind.SWITCHOVER and req.get("dry_run") is True
+            pending = _Pending(Request(kind, req.get("force") is True, dry))
             try:
                 self._requests.put_nowait(pending)
             except queue.Full:
@@ -509,67 +515,20 @@ class Supervisor:
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:
-        obs, d, st = self.last_obs, self.last, self.state
-        snap = self.heartbeat.snapshot()
-        local = obs.local if obs else None
-        return {
-            "service": self.cfg.service.id,
-            "node": self.cfg.node.name,
-            "peer": self.cfg.peer.name,
-            "role": st.role.value,
-            "epoch": st.epoch,
-            "needs_resync": st.needs_resync,
-            "sync_mark": st.sync_mark,
-            "maintenance": st.maintenance,
-            "last_failover": st.last_failover,
-            "vip": {
-                "address": str(self.cfg.vip.address),
-                "held_here": obs.vip_held if obs else None,
-            },
-            "database": None
-            if local is None
-            else {
-                "reachable": local.reachable,
-                "role": local.role.value,
-                "writable": local.writable,
-                "position": adapt.position_text(local.position),
-                "lag_bytes": local.lag_bytes,
-                "lag_transactions": local.lag_transactions,
-                "lag_seconds": local.lag_seconds,
-                "streaming": local.streaming,
-                "sync_replication": local.sync_replication,
-                "sync_waiting": local.sync_waiting,
-                "sync_standbys": local.sync_standbys if local.role is Role.PRIMARY else None,
-                "sync_wait_longest": local.sync_wait_longest,
-                # how long synchronous commit has been on with no standby to answer
-                "blocked_for": None
-                if self._blocked_since is None or obs is None
-                else round(obs.now - self._blocked_since, 3),
-                "sync_ready": local.sync_ready,
-                "replay_paused": local.replay_paused,
-                "error": local.error,
-            },
-            "peer_state": None
-            if obs is None or obs.peer.last is None
-            else {
-                "role": obs.peer.last.role.value,
-                "epoch": obs.peer.last.epoch,
-                "db_reachable": obs.peer.last.db_reachable,
-                "db_writable": obs.peer.last.db_writable,
-                "maintenance": obs.peer.last.maintenance,
-                "needs_resync": obs.peer.last.needs_resync,
-                "eligible": obs.peer.last.eligible,
-            },
-            "paths": {p.name: {"up": p.up} for p in snap.paths},
-            "heartbeat_counters": snap.counters.as_dict(),
-            "checks": {c.name: c.passing for c in self.checks.states()},
-            "decision": None if d is None else {"rule": d.rule, "reason": d.reason},
-            # the loop's current period: the steady one while nothing happens
-            "tick_every_ms": round(self.ticking_every * 1000),
-            "keeper_alive": self._keeper is not None and self._keeper.poll() is None,
-            "alerts": self.alerts.texts(),
-            "summary": self.summary(),
-        }
+        return statusview.status(
+            self.cfg,
+            self.heartbeat,
+            self.checks,
+            self.alerts,
+            state=self.state,
+            obs=self.last_obs,
+            decision=self.last,
+            blocked_since=self._blocked_since,
+            ticking_every=self.ticking_every,
+            keeper_alive=self._keeper is not None and self._keeper.poll() is None,
+            summary=self.summary(),
+            settings=self.parts.settings.view(),
+        )
 
 
 def _persisted(st: NodeState) -> tuple[object, ...]:
@@ -588,6 +547,12 @@ def run(cfg: Config, json_log: bool = False) -> int:
 
     signal.signal(signal.SIGTERM, _term)
     signal.signal(signal.SIGINT, _term)
+
+    def _hup(_sig: int, _frm: object) -> None:  # systemctl reload: the loop does it
+        sup.reload_wanted.set()
+        sup._wake.set()
+
+    signal.signal(signal.SIGHUP, _hup)
     try:
         sup.run()
     except DbhaError as exc:

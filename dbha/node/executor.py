@@ -31,6 +31,7 @@ from dbha.core.model import (
     Notify,
     PersistState,
     PrepareReplica,
+    PrePromote,
     Promote,
     Rejoin,
     ReleaseVip,
@@ -39,8 +40,8 @@ from dbha.core.model import (
     Unfence,
     WaitReplayed,
 )
-from dbha.db.base import DatabaseDriver, DbRefused, Upstream
-from dbha.errors import DbhaError
+from dbha.db.base import DatabaseDriver, Upstream
+from dbha.errors import DbhaError, Refused
 
 log = logging.getLogger("dbha.executor")
 
@@ -61,6 +62,7 @@ class Timeouts:
     rejoin: float
     vip: float
     fence_peer: float
+    pre_promote: float = 3.0
 
     @classmethod
     def of(cls, cfg: Config) -> Timeouts:
@@ -74,6 +76,8 @@ class Timeouts:
             rejoin=600.0,
             vip=5.0,
             fence_peer=cfg.fence.command_timeout_ms / 1000 + 2 * statement,
+            # The hook bounds itself (hooks.pre_promote_timeout_ms); this is its margin.
+            pre_promote=cfg.hooks.pre_promote_timeout_ms / 1000 + 1.0,
         )
 
 
@@ -84,7 +88,9 @@ class Outcome:
     failed: Action | None = None
     error: str = ""
     persisted: NodeState | None = None  # the last state a PersistState wrote
-    refused: bool = False  # the failed action was refused as unsafe (DbRefused)
+    # The failed action was refused as unsafe or vetoed (dbha.errors.Refused: a
+    # database verb's DbRefused, a pre_promote hook's veto): nothing was changed.
+    refused: bool = False
 
 
 @dataclass
@@ -100,6 +106,8 @@ class Parts:
     start_safety_check: Callable[[], None]
     fence_peer: Callable[[float], None]
     set_synchronous: Callable[[bool, float], None]
+    # Ask the pre_promote hook (raises dbha.errors.Refused on a veto); none: passes.
+    pre_promote: Callable[[PrePromote, float], None] = lambda _action, _timeout: None
 
 
 _RETRIED = (Fence, Unfence, AcquireVip, ReleaseVip, Promote, Follow, SetSynchronous, PersistState)
@@ -110,6 +118,9 @@ class Executor:
         self.parts = parts
         self.t = timeouts
         self._ahead: Any = None
+        # The last refusal logged: the same one again (a vetoed promotion is decided
+        # at every tick) is logged at debug level, until that action succeeds.
+        self._refusal: tuple[str, str] | None = None
 
     def run(self, actions: tuple[Action, ...], deadline: float | None = None) -> Outcome:
         """Run ``actions`` in order until one fails. With ``deadline`` (monotonic), no
@@ -118,8 +129,11 @@ class Executor:
         at the next tick."""
         persisted: NodeState | None = None
         # The VIP's ARP probe listens for a while: start it now, so that it overlaps
-        # the actions before AcquireVip (a promotion) rather than following them.
-        self._ahead = self._probe_ahead(actions)
+        # the actions before AcquireVip (a promotion) rather than following them;
+        # in a promotion, once the pre_promote hook has passed (a vetoed promotion,
+        # decided again at every tick, must not send ARP probes at every tick).
+        gated = any(isinstance(a, PrePromote) for a in actions)
+        self._ahead = None if gated else self._probe_ahead(actions)
         for i, action in enumerate(actions):
             started = time.monotonic()
             try:
@@ -128,10 +142,13 @@ class Executor:
                 if action.best_effort:
                     log.warning("%s failed (best effort, going on): %s", _name(action), exc)
                     continue
-                log.error("%s failed: %s", _name(action), exc)
-                return Outcome(
-                    False, i, action, str(exc), persisted, refused=isinstance(exc, DbRefused)
-                )
+                refused = isinstance(exc, Refused)
+                self._failed(action, exc, refused)
+                return Outcome(False, i, action, str(exc), persisted, refused=refused)
+            if self._refusal is not None and self._refusal[0] == _name(action):
+                self._refusal = None
+            if isinstance(action, PrePromote):
+                self._ahead = self._probe_ahead(actions[i + 1 :])
             if isinstance(action, PersistState):
                 persisted = action.state
             if isinstance(action, RunSafetyCheck):  # asked for every few ticks while quiet
@@ -139,6 +156,18 @@ class Executor:
             elif not isinstance(action, Notify):
                 log.info("%s done in %.3fs", _name(action), time.monotonic() - started)
         return Outcome(True, len(actions), persisted=persisted)
+
+    def _failed(self, action: Action, exc: DbhaError, refused: bool) -> None:
+        if not refused:
+            log.error("%s failed: %s", _name(action), exc)
+            return
+        seen = (_name(action), str(exc))
+        if seen == self._refusal:
+            log.debug("%s refused again: %s", _name(action), exc)
+            return
+        self._refusal = seen
+        # A veto is also an alert (dbha.node.alerts: an event and dbha status).
+        log.warning("%s refused: %s", _name(action), exc)
 
     def _probe_ahead(self, actions: tuple[Action, ...]) -> Any:
         if not any(isinstance(a, AcquireVip) for a in actions):
@@ -162,6 +191,8 @@ class Executor:
                 return t.rejoin
             case FencePeer():
                 return t.fence_peer
+            case PrePromote():
+                return t.pre_promote
             case _:
                 return t.db
 
@@ -216,6 +247,8 @@ class Executor:
                 p.fence_peer(timeout)
             case SetSynchronous(on=on):
                 p.set_synchronous(on, timeout)
+            case PrePromote():
+                p.pre_promote(action, timeout)
             case Notify(event=event, detail=detail):
                 p.notify(event, detail)
             case ArbiterPromote() | ArbiterMark() | ArbiterUnmark():

@@ -25,8 +25,12 @@ MAX_BYTES = 1024 * 1024
 MAX_LINE = 4096  # a detail longer than this is cut
 MAX_REPLY = 1000  # events one answer of the control door carries at most
 MAX_REPLY_BYTES = 128 * 1024  # and its size (the door's messages are bounded)
-# Events that end something another event started: end -> start.
-ENDS = {"promoted": "failover_started", "switchover_done": "switchover_started"}
+# Events that end something another event started: end -> the starts it ends.
+ENDS = {
+    "promoted": ("failover_started", "switchover_promoting"),
+    "switchover_done": ("switchover_started",),
+}
+STARTS = frozenset(s for starts in ENDS.values() for s in starts)
 
 
 def path_of(state_dir: Path) -> Path:
@@ -54,9 +58,13 @@ class History:
             "role": role,
             "detail": detail[:MAX_LINE],
         }
-        if event in ENDS.values():
+        if event in STARTS:
             self._started[event] = now
-        start = self._started.pop(ENDS[event], None) if event in ENDS else None
+        start = None
+        for begun in ENDS.get(event, ()):
+            start = self._started.pop(begun, None)
+            if start is not None:
+                break
         if start is not None:
             entry["duration_s"] = round(now - start, 3)
         line = (json.dumps(entry, ensure_ascii=True) + "\n").encode("ascii")

@@ -69,6 +69,7 @@ from typing import NamedTuple, Protocol
 from dbha import config
 from dbha.core.params import LEASE_FRACTION
 from dbha.errors import DbhaError
+from dbha.node import logs
 
 IDLE_WAIT = 1.0  # seconds between looks at the clock when nothing is due
 PETS_PER_TIMEOUT = 4
@@ -459,13 +460,20 @@ def open_watchdog(cfg: config.Config) -> Watchdog | None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dbha.node.keeper")
     ap.add_argument("-c", "--config", required=True)
+    ap.add_argument("--json-log", action="store_true", help="one JSON object per log line")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The supervisor's stream is ours too: the same format (dbha.node.logs).
+    logs.setup("info", json_lines=args.json_log)
     try:
         cfg = config.load(args.config)
+        logs.setup(
+            "info",
+            json_lines=args.json_log or cfg.log.format == "json",
+            static={"service": cfg.service.id, "node": cfg.node.name},
+        )
         watchdog = open_watchdog(cfg)
     except DbhaError as exc:
-        print(f"keeper: {exc}", file=sys.stderr)
+        log.error("keeper: %s", exc)
         return 2
     signal.signal(signal.SIGTERM, _on_term)
     print("READY", flush=True)

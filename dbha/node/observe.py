@@ -20,6 +20,7 @@ from dbha.core.model import (
     PeerView,
     Position,
     Request,
+    Role,
     SafetyView,
 )
 from dbha.db import gtid
@@ -32,8 +33,25 @@ def lag_units(local: DbStatus, peer: Announce | None) -> int | None:
     None when it cannot be known (no peer position, another timeline, ...)."""
     if peer is None or peer.position is None:
         return None
-    mine = local.received or local.position
-    theirs = peer.position
+    return behind(local.received or local.position, peer.position)
+
+
+def peer_lag_units(local: DbStatus, peer: Announce | None) -> int | None:
+    """On a primary: how far the peer is behind, in the same units as
+    :func:`lag_units`: its own account when it announces one (fresh on its side:
+    comparing its announced position with ours now would count what we wrote since
+    its last probe), else how far its announced replay position is behind ours."""
+    if local.role is not Role.PRIMARY or peer is None:
+        return None
+    if peer.behind is not None:
+        return peer.behind
+    if local.position is None or peer.position is None:
+        return None
+    return behind(peer.position, local.position)
+
+
+def behind(mine: Position | None, theirs: Position) -> int | None:
+    """How far ``mine`` is behind ``theirs`` (None: not comparable)."""
     if mine is None or mine.engine != theirs.engine:
         return None
     if theirs.lsn is not None and mine.lsn is not None:
@@ -80,6 +98,7 @@ def observation(
         vip_held=vip_held,
         safety=safety,
         lag_units=lag_units(local, with_newest_position(peer.last, newest)),
+        peer_lag_units=peer_lag_units(local, peer.last),
         checks_ok=checks_ok,
         keeper_ok=keeper_ok,
         request=request,

@@ -17,16 +17,18 @@ from dbha import proc
 from dbha.beat.service import HeartbeatService, PathConfig
 from dbha.config import Config
 from dbha.config.params import params
-from dbha.core.model import NodeState
+from dbha.core.model import DbStatus, NodeState, PrePromote
 from dbha.db.base import DatabaseDriver, Upstream
 from dbha.db.factory import local_driver, upstream
+from dbha.errors import DbhaError
 from dbha.host.safety import SafetyCheck
 from dbha.host.vip import Vip
 from dbha.node.checkscripts import CheckRunner
 from dbha.node.executor import Executor, Parts, Timeouts
 from dbha.node.history import History
-from dbha.node.hooks import Event, HookRunner
+from dbha.node.hooks import Event, HookRunner, PrePromoteHook
 from dbha.node.observe import DbObserver
+from dbha.node.settings import SettingsWatch
 
 log = logging.getLogger("dbha")
 
@@ -58,6 +60,7 @@ class NodeParts:
         self.key = hb.key_file.read_bytes().strip()
         self.driver: DatabaseDriver = local_driver(cfg)
         self.upstream: Upstream = upstream(cfg)
+        self.settings = SettingsWatch(cfg, self.key)  # the pair's shared settings
         self.heartbeat = HeartbeatService(
             paths=[
                 PathConfig(p.name, str(p.local_address), str(p.peer_address), p.port)
@@ -70,6 +73,7 @@ class NodeParts:
             interval_ms=hb.interval_ms,
             misses=hb.misses,
             rise=hb.rise,
+            settings=self.settings.digest,
         )
         self.observer = DbObserver(
             self.driver,
@@ -79,6 +83,13 @@ class NodeParts:
         )
         self.checks = CheckRunner(cfg.checks)
         self.hooks = HookRunner(cfg.hooks.on_event, cfg.hooks.timeout_ms / 1000)
+        self.pre_promote_hook = PrePromoteHook(
+            cfg.hooks.pre_promote,
+            cfg.hooks.pre_promote_timeout_ms / 1000,
+            service=cfg.service.id,
+            node=cfg.node.name,
+            peer=cfg.peer.name,
+        )
         self.safety = SafetyCheck.from_config(cfg)
         self.vip = Vip.from_config(cfg.vip)
         self.history = History(cfg.service.state_dir, cfg.service.id, cfg.node.name)
@@ -102,6 +113,7 @@ class NodeParts:
                 start_safety_check=start_safety_check,
                 fence_peer=self.fence_peer,
                 set_synchronous=self.set_synchronous,
+                pre_promote=self.pre_promote,
             ),
             Timeouts.of(self.cfg),
         )
@@ -111,6 +123,10 @@ class NodeParts:
         cmd = self.cfg.fence.command
         if cmd:
             proc.run(list(cmd), timeout=timeout)
+
+    def pre_promote(self, action: PrePromote, _timeout: float) -> None:
+        """The operator's pre_promote hook, if there is one (it bounds itself)."""
+        self.pre_promote_hook.check(action.kind, action.epoch, action.reason)
 
     def set_synchronous(self, on: bool, timeout: float) -> None:
         self.driver.set_synchronous(on, timeout)
@@ -135,3 +151,19 @@ class NodeParts:
         self.hooks.fire(ev)
         level = logging.WARNING if event in LOUD_EVENTS else logging.INFO
         log.log(level, "event %s%s", event, f": {detail}" if detail else "")
+
+
+def look_alone(cfg: Config, timeout: float) -> tuple[DbStatus, bool | None, str | None]:
+    """This node as seen directly, with no supervisor running (``dbha status``): one
+    probe of the local database bounded by ``timeout`` (never raises), and whether
+    the VIP is on this host (None, with why, when that cannot be told)."""
+    driver = local_driver(cfg)
+    try:
+        db = driver.probe(timeout)
+    finally:
+        driver.close()
+    try:
+        with Vip.from_config(cfg.vip) as vip:
+            return db, vip.holds_vip(), None
+    except (DbhaError, OSError) as exc:
+        return db, None, str(exc)

@@ -33,6 +33,7 @@ from dbha.core.model import (
     PersistState,
     Position,
     PrepareReplica,
+    PrePromote,
     Promote,
     Rejoin,
     ReleaseVip,
@@ -318,8 +319,8 @@ class SimNode:
                 other.fenced = True
         elif isinstance(a, ArbiterPromote | ArbiterMark | ArbiterUnmark):
             world.arbiter_cas(self, a)
-        elif isinstance(a, Notify):
-            pass
+        elif isinstance(a, Notify | PrePromote):
+            pass  # no hook in the simulation: a pre_promote check passes at once
         else:  # pragma: no cover - a new action kind needs a branch here
             raise ActionFailed(f"unknown action {a!r}")
 

@@ -18,6 +18,7 @@ import itertools
 import json
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -37,7 +38,7 @@ from dbha.lab import topology as topo
 from dbha.lab.core import Lab
 from dbha.lab.maria import MariaNode
 from dbha.lab.wait import wait_until
-from tests.lab.helpers import as_built, ns_exec, supervised_lab, supervisor_status
+from tests.lab.helpers import as_built, ns_exec, strict_sync, supervised_lab, supervisor_status
 
 SERVICES = list(topo.SERVICES)
 DEADLINE = 1.0  # fence.self_fence_deadline_ms of the lab's configs, in seconds
@@ -548,33 +549,6 @@ def test_8_an_isolated_primarys_unacknowledged_commits_rejoin_without_force(
 # ------------------------- a forced resync while the new primary is saturated
 
 
-@contextlib.contextmanager
-def _strict(lab: Lab, service: str) -> Iterator[None]:
-    """Both supervisors of ``service`` restarted on ``sync_fallback = "strict"`` (the
-    default an operator gets); the lab's own setting and supervisors back afterwards."""
-    configs = {h: lab.supervisors.paths(service, h).config for h in topo.DB_HOSTS}
-    saved = {h: c.read_text() for h, c in configs.items()}
-
-    def restart(texts: dict[str, str]) -> None:
-        for host in topo.DB_HOSTS:
-            lab.supervisors.stop(service, host)
-        for host, text in texts.items():
-            configs[host].write_text(text)
-        for host in topo.DB_HOSTS:
-            lab.supervisors.start(service, host, "run")
-            lab.supervisors.wait_started(service, host, "run")
-
-    strict = {}
-    for host, text in saved.items():
-        assert 'sync_fallback = "fallback"' in text, text
-        strict[host] = text.replace('sync_fallback = "fallback"', 'sync_fallback = "strict"')
-    restart(strict)
-    try:
-        yield
-    finally:
-        restart(saved)
-
-
 class _Waiters:
     """Application commits on a node's own socket, each on a connection of its own
     (read timeout far past the test), opened until the server refuses one because
@@ -653,7 +627,7 @@ def test_9_a_forced_resync_while_the_new_primary_is_saturated_is_bounded(
     service = "mariadb"
     svc = topo.SERVICES[service]
     old, new = svc.primary, svc.replica
-    with _strict(apair, service):
+    with strict_sync(apair, service):
         wait_until(lambda: _mark(apair, service) is None, 20.0, "the strict pair in sync")
         apair.isolate(old)
         wait_until(
@@ -725,3 +699,230 @@ def test_preflight_checks_both_servers_and_the_host_with_the_documented_grants(
     assert where == {"a", "b", "host"}, where
     grants = [i for i in got["items"] if "grants" in i["what"] and i["level"] == "ok"]
     assert len(grants) == 2, got["items"]
+
+
+# ------------------------------------------------- the operator's switchover
+
+
+def _switchover(
+    lab: Lab, service: str, host: str, *more: str, timeout: float = 150
+) -> tuple[int, dict[str, object]]:
+    """``dbha switchover --json MORE`` run inside ``host``: its exit code and outcome."""
+    res = _dbha(lab, service, host, "switchover", "--json", *more, timeout=timeout)
+    lines = res.stdout.strip().splitlines()
+    assert lines, f"no outcome (exit {res.returncode}): {res.stderr}"
+    return res.returncode, dict(json.loads(lines[-1]))
+
+
+def _events(lab: Lab, service: str, host: str) -> list[dict[str, object]]:
+    res = _dbha(lab, service, host, "history", "--json", "-n", "1000")
+    assert res.returncode == 0, res.stderr
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def _roles(lab: Lab, service: str) -> dict[str, tuple[object, object]]:
+    out = {}
+    for host in topo.DB_HOSTS:
+        st = supervisor_status(lab, service, host)["local"]
+        out[host] = (st["role"], st["epoch"])
+    return out
+
+
+@contextlib.contextmanager
+def _lagging(lab: Lab, service: str) -> Iterator[None]:
+    """The replica stays an eligible, receiving replica but applies nothing while
+    more than the lag bound is written on the primary (PostgreSQL: replay paused
+    and about 4 MB of WAL, bound 1 MiB; MariaDB: the SQL thread stopped and 150
+    transactions, bound 100)."""
+    svc = topo.SERVICES[service]
+    primary, replica = lab.node(service, svc.primary), lab.node(service, svc.replica)
+    if service == "pg":
+        with replica.connect("postgres") as conn:  # type: ignore[union-attr]
+            conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            with primary.connect("postgres") as conn:  # type: ignore[union-attr]
+                conn.execute("CREATE TABLE IF NOT EXISTS dbha_lag (x text)")
+                conn.execute(
+                    "INSERT INTO dbha_lag SELECT repeat('x', 1000) FROM generate_series(1, 4000)"
+                )
+            yield
+        finally:
+            with replica.connect("postgres") as conn:  # type: ignore[union-attr]
+                conn.execute("SELECT pg_wal_replay_resume()")
+            with primary.connect("postgres") as conn:  # type: ignore[union-attr]
+                conn.execute("DROP TABLE IF EXISTS dbha_lag")
+        return
+    assert isinstance(replica, MariaNode) and isinstance(primary, MariaNode)
+    replica._client("STOP SLAVE SQL_THREAD;")
+    try:
+        statements = "".join(f"INSERT INTO dbha_lag VALUES ({i});" for i in range(150))
+        primary._client(f"CREATE DATABASE IF NOT EXISTS dbha_lag; USE dbha_lag; "
+                        f"CREATE TABLE IF NOT EXISTS dbha_lag (x int); {statements}")  # fmt: skip
+        yield
+    finally:
+        replica._client("START SLAVE SQL_THREAD;")
+        primary._client("DROP DATABASE IF EXISTS dbha_lag;")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_14_switchover_checks_first_and_ten_under_load_report_what_the_client_saw(
+    apair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """Issue 14. ``dbha switchover`` run on either node of the adopted pair:
+
+    - ``--dry-run`` runs every check and changes nothing (same roles, same epochs,
+      no event in either history);
+    - with maintenance on (set for the pair from one node, shown on both) it is
+      refused, saying so; to a replica past the lag bound (for all of
+      ``--lag-wait``) it is refused with the lag; each refusal exits 3 and changes
+      nothing;
+    - ten switchovers back and forth under a client writing through the VIP (and
+      one on each node's own address; a replica under that load moves about a
+      bound of 100 MariaDB transactions, which ``--lag-wait`` rides out): each
+      exits 0 reporting the new primary, its
+      epoch and the write pause the supervisors measured; the client's writes
+      after each go to the node it reported; nothing acknowledged is lost; the
+      two nodes never both acknowledge in one switchover's window; the VIP is never
+      on two hosts; both histories list the ten with their durations.
+    """
+    svc = topo.SERVICES[service]
+    started_wall = time.time()
+    before, before_events = (
+        _roles(apair, service),
+        {h: len(_events(apair, service, h)) for h in topo.DB_HOSTS},
+    )
+    code, out = _switchover(apair, service, svc.replica, "--dry-run")
+    assert code == 0 and out["result"] == "done", out
+    assert any("nothing was changed" in str(line) for line in out["lines"]), out  # type: ignore[attr-defined]
+    assert _roles(apair, service) == before
+    assert {h: len(_events(apair, service, h)) for h in topo.DB_HOSTS} == before_events
+
+    res = _dbha(apair, service, svc.replica, "maintenance on")
+    assert res.returncode == 0, res.stdout + res.stderr
+    try:
+        for host in topo.DB_HOSTS:
+            wait_until(
+                lambda h=host: supervisor_status(apair, service, h)["local"]["maintenance"],
+                10.0,
+                f"maintenance on {host}",
+            )
+        for host in topo.DB_HOSTS:  # WARNING on both nodes, whichever set it
+            res = _check(apair, service, host)
+            assert res.returncode == 1 and "maintenance on" in res.stdout, res.stdout
+        code, out = _switchover(apair, service, svc.primary)
+        assert code == 3 and "maintenance is on" in str(out["lines"]), out
+    finally:
+        res = _dbha(apair, service, svc.primary, "maintenance off")
+        assert res.returncode == 0, res.stdout + res.stderr
+    assert _roles(apair, service) == before
+
+    with _lagging(apair, service):
+
+        def lag_seen() -> bool:
+            code, out = _switchover(apair, service, svc.primary, "--dry-run")
+            return code == 3 and "behind, more than the bound" in str(out["lines"])
+
+        # the primary sees the lag once the replica has announced its replay position
+        wait_until(lag_seen, 20.0, "the replica's lag seen by the primary's checks")
+        code, out = _switchover(apair, service, svc.replica, "--yes", "--lag-wait", "2")
+        assert code == 3 and "behind, more than the bound" in str(out["lines"]), out
+        assert "still past the lag bound after" in str(out["lines"]), out
+        print(f"\n{service}: {out['lines']}")
+        if service == "pg":
+            # Forced past the bound, the replica cannot replay what it lacks while its
+            # replay stays paused: it does not take over, and the old primary resumes.
+            code, out = _switchover(apair, service, svc.replica, "--yes", "--force")
+            assert code == 4 and out["result"] == "rolled back", out
+            print(f"pg forced: {out['lines']}")
+            wait_until(lambda: _roles(apair, service) == before, 30.0, "the pair as before")
+    assert _roles(apair, service) == before
+
+    log_path = tmp_path / "client.jsonl"
+    client = cl.start_client(apair, service, log_path, 900)
+    node_paths = {h: tmp_path / f"client-{h}.jsonl" for h in topo.DB_HOSTS}
+    node_clients = {
+        h: cl.start_client(
+            apair, service, p, 900, address=topo.HOSTS[h].lan, extra=["--pause", "0.02"]
+        )
+        for h, p in node_paths.items()
+    }
+    runs: list[tuple[float, float, dict[str, object]]] = []
+    try:
+        with scenarios.VipWatch(apair, service) as watch:
+            cl.wait_for(log_path, lambda log: len(log.acks) >= 40, 30, "acknowledged writes")
+            primary = svc.primary
+            for i in range(10):
+                other = svc.replica if primary == svc.primary else svc.primary
+                host = primary if i % 2 == 0 else other  # run on either node
+
+                def ready(h: str = host) -> bool:
+                    return _switchover(apair, service, h, "--dry-run")[0] == 0
+
+                wait_until(ready, 90.0, f"switchover {i + 1} possible")
+                t0 = time.monotonic()
+                code, out = _switchover(apair, service, host, "--yes", "--to", other)
+                t1 = time.monotonic()
+                assert code == 0 and out["result"] == "done", out
+                assert out["to"] == other and out["old_primary"] == "replica", out
+                runs.append((t0, t1, out))
+                primary = other
+                time.sleep(0.5)
+            doubles = watch.doubles()
+    finally:
+        rc = cl.stop_client(client)
+        for c in node_clients.values():
+            cl.stop_client(c)
+    assert rc == 0, log_path.with_name(log_path.name + ".stdout").read_text()
+    log = cl.read_log(log_path)
+    verdict = cl.verify(apair, service, log, fault_at=runs[0][0])
+    assert verdict.missing == {h: [] for h in verdict.missing}, verdict.summary()
+    nodes = {h: cl.read_log(p) for h, p in node_paths.items()}
+    for h, nlog in nodes.items():
+        nv = cl.verify(apair, service, nlog, fault_at=runs[0][0])
+        assert nv.missing == {x: [] for x in nv.missing}, (h, nv.summary())
+    assert not doubles, f"the VIP on two hosts: {doubles[:5]}"
+    every = sorted(
+        [a for a in log.acks] + [a for nl in nodes.values() for a in nl.acks], key=lambda a: a.t
+    )
+    pauses, reported, took = [], [], []
+    for k, (t0, t1, out) in enumerate(runs):
+        new, old = str(out["to"]), str(out["from"])
+        end = runs[k + 1][0] if k + 1 < len(runs) else log.acks[-1].t
+        # never two writers: the old primary's last write before the new one's first
+        window = [a for a in every if t0 <= a.t <= end]
+        first_new = min((a.t for a in window if a.node == new), default=None)
+        last_old = max((a.t for a in window if a.node == old), default=None)
+        assert first_new is not None, f"switchover {k + 1}: no write on {new}"
+        assert last_old is None or last_old < first_new, (k + 1, last_old, first_new)
+        # the client through the VIP saw what the command reported
+        after = [a.node for a in log.acks if t1 < a.t <= end]
+        assert after and set(after) == {new}, (k + 1, sorted(set(after)), out)
+        times = [a.t for a in log.acks if t0 - 1.0 <= a.t <= t1 + 1.0]
+        gap = cl.longest_pause(times)
+        pauses.append(gap.seconds if gap is not None else 0.0)
+        reported.append(out.get("write_pause_s"))
+        took.append(t1 - t0)
+    assert all(isinstance(r, float) for r in reported), reported
+    for host in topo.DB_HOSTS:
+        events = [
+            e
+            for e in _events(apair, service, host)
+            if e["node"] == host and float(e["at"]) >= started_wall  # type: ignore[arg-type]
+        ]
+        done = [e for e in events if e["event"] == "switchover_done"]
+        promoted = [e for e in events if e["event"] == "promoted"]
+        assert len(done) == 5 and len(promoted) == 5, (host, [e["event"] for e in events])
+        assert all(isinstance(e.get("duration_s"), float) for e in done + promoted), events
+        assert not [e for e in events if e["event"] == "failover_started"], events
+    med = statistics.median
+    print(
+        f"\n{service}: 10 switchovers; client-visible longest pause median {med(pauses):.3f} s "
+        f"max {max(pauses):.3f} s; reported by the supervisors median "
+        f"{med(reported):.3f} s max {max(reported):.3f} s; command end to end median "  # type: ignore[type-var, arg-type]
+        f"{med(took):.2f} s max {max(took):.2f} s"
+    )
+    for k, (p, r, t) in enumerate(zip(pauses, reported, took, strict=True)):
+        print(f"  {k + 1}: client {p:.3f} s, supervisors {r:.3f} s, command {t:.2f} s")
+    record_property(f"{service}_switchover_client_pause_s", [round(p, 3) for p in pauses])
+    record_property(f"{service}_switchover_reported_pause_s", reported)
+    record_property(f"{service}_switchover_command_s", [round(t, 2) for t in took])

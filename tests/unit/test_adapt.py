@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from dbha.beat.announce import announce_of, local_status, parse_position, position_text
 from dbha.beat.wire import Beat, DbSummary
 from dbha.core.model import Announce, DbStatus, NodeRole, Position, Role
-from dbha.node.observe import lag_units
+from dbha.node.observe import lag_units, peer_lag_units
 
 PG = Position("postgresql", timeline=2, lsn=0x3000060)
 MARIA = Position("mariadb", gtid="0-2-15,1-1-3")
@@ -44,6 +44,8 @@ def test_an_announce_survives_a_beat() -> None:
         needs_resync=False,
         sync_mark=4,
         eligible=False,
+        planned=True,
+        behind=17,
     )
     f = local_status(a)
     beat = Beat(
@@ -59,6 +61,8 @@ def test_an_announce_survives_a_beat() -> None:
         needs_resync=False,
         sync_mark=4,
         eligible=False,
+        planned=f.planned,
+        behind=f.behind,
     )
     assert announce_of(beat) == a
 
@@ -93,3 +97,14 @@ def test_lag_is_counted_in_the_engines_unit(
 def test_no_peer_position_means_unknown_lag() -> None:
     assert lag_units(_replica(PG), None) is None
     assert lag_units(_replica(PG), Announce(epoch=1, role=NodeRole.PRIMARY)) is None
+
+
+def test_a_primary_reads_the_replicas_own_lag_first_and_else_compares_positions() -> None:
+    primary = DbStatus(True, Role.PRIMARY, writable=True, position=Position("postgresql", 2, 500))
+    told = Announce(
+        epoch=1, role=NodeRole.REPLICA, position=Position("postgresql", 2, 100), behind=7
+    )
+    assert peer_lag_units(primary, told) == 7
+    assert peer_lag_units(primary, told._replace(behind=None)) == 400  # an older sender
+    assert peer_lag_units(primary, told._replace(behind=None, position=None)) is None
+    assert peer_lag_units(_replica(PG), told) is None  # only a primary asks

@@ -45,9 +45,8 @@ from dbha.monitor.nagios import (
     View,
     assess,
     line,
-    view_from_round,
-    view_from_status,
 )
+from dbha.monitor.views import view_from_round, view_from_status
 from tests.unit.test_decide import make_cfg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +63,7 @@ HALF = (("lan", False), ("hb", True))
 SILENT = (("lan", False), ("hb", False))
 PRIMARY_DB = DbView(True, "primary", True, sync_replication=False)
 REPLICA_DB = DbView(True, "replica", False, lag_units=0, lag_seconds=0.0, streaming=True)
-PEER_REPLICA = PeerInfo("replica", 1, True, False)
+PEER_REPLICA = PeerInfo("replica", 1, True, False, eligible=True)
 PEER_PRIMARY = PeerInfo("primary", 1, True, True)
 
 PRIMARY = View(
@@ -210,12 +209,18 @@ CASES: list[tuple[str, View, Status, str]] = [
      "AcquireVip failed"),
     # WARNING
     ("a path down", _v(PRIMARY, paths=HALF), Status.WARNING, "heartbeat path lan down"),
-    ("maintenance", _v(PRIMARY, maintenance=True), Status.WARNING, "maintenance on"),
+    ("maintenance", _v(PRIMARY, maintenance=True), Status.WARNING, "maintenance on (this node)"),
     (
         "peer's maintenance",
         _v(REPLICA, peer=replace(PEER_PRIMARY, maintenance=True)),
         Status.WARNING,
-        "maintenance on",
+        "maintenance on (announced by b)",
+    ),
+    (
+        "maintenance on both",
+        _v(PRIMARY, maintenance=True, peer=replace(PEER_REPLICA, maintenance=True)),
+        Status.WARNING,
+        "maintenance on (this node, announced by b)",
     ),
     (
         "lag above half the bound",
@@ -245,7 +250,7 @@ CASES: list[tuple[str, View, Status, str]] = [
         "peer dead, serving alone",
         _v(PRIMARY, paths=SILENT, verdict="peer_dead"),
         Status.WARNING,
-        "b is dead: serving alone",
+        "b is dead: serving alone, no standby",
     ),
     (
         "peer silent, verdicts not reported",
@@ -261,9 +266,27 @@ CASES: list[tuple[str, View, Status, str]] = [
     ),
     (
         "standby database down",
-        _v(PRIMARY, peer=replace(PEER_REPLICA, db_reachable=False)),
+        _v(PRIMARY, peer=replace(PEER_REPLICA, db_reachable=False, eligible=False)),
         Status.WARNING,
-        "b's database is down: no standby",
+        "no standby: b's database does not answer",
+    ),
+    (
+        "standby needs a resync",
+        _v(PRIMARY, peer=replace(PEER_REPLICA, role="fenced", needs_resync=True, eligible=False)),
+        Status.WARNING,
+        "no standby: b needs a resync",
+    ),
+    (
+        "standby fenced",
+        _v(PRIMARY, peer=replace(PEER_REPLICA, role="fenced", eligible=False)),
+        Status.WARNING,
+        "no standby: b is fenced, not a replica",
+    ),
+    (
+        "standby not eligible",
+        _v(PRIMARY, peer=replace(PEER_REPLICA, eligible=False)),
+        Status.WARNING,
+        "no standby: b is not eligible for promotion",
     ),
     ("check failing", _v(PRIMARY, checks_failing=("tcp",)), Status.WARNING, "check failing: tcp"),
     ("handover", _v(PRIMARY, role="handover", vip_held=False, db=DbView(True, "primary", False),
@@ -372,7 +395,7 @@ STATUS_CASES: list[tuple[str, dict[str, Any], Status, str]] = [
         "peer silent, verdict given",
         _status(**{"paths.hb.up": False, "paths.lan.up": False}, safety={"verdict": "peer_dead"}),
         Status.WARNING,
-        "b is dead: serving alone",
+        "b is dead: serving alone, no standby",
     ),
     (
         "commits waiting",
@@ -738,3 +761,60 @@ def test_check_without_a_usable_config_is_critical_in_one_line() -> None:
     res = CliRunner().invoke(main, ["check", "--json", "-c", config])
     doc = json.loads(res.output)
     assert (res.exit_code, doc["status"], doc["code"]) == (2, "CRITICAL", 2)
+
+
+STRICT = replace(LIMITS, sync="strict", config="/etc/dbha/pg.toml")
+SYNC_PRIMARY_DB = replace(PRIMARY_DB, sync_replication=True, sync_standbys=1)
+NO_STANDBY = {
+    "database down": replace(PEER_REPLICA, db_reachable=False, eligible=False),
+    "needs a resync": replace(PEER_REPLICA, role="fenced", needs_resync=True, eligible=False),
+    "fenced": replace(PEER_REPLICA, role="fenced", eligible=False),
+    "not eligible": replace(PEER_REPLICA, eligible=False),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_STANDBY))
+def test_no_standby_is_warning_except_in_strict_synchronous_mode(case: str) -> None:
+    """A primary whose heard peer cannot take over: WARNING in asynchronous and
+    fallback modes; CRITICAL in strict synchronous mode (its commits wait for that
+    peer), naming the way out; WARNING again once synchronous commit is relaxed."""
+    view = _v(PRIMARY, db=SYNC_PRIMARY_DB, peer=NO_STANDBY[case])
+    for sync in ("async", "fallback"):
+        a = assess(view, replace(LIMITS, sync=sync))
+        assert a.status is Status.WARNING and "no standby: b" in a.summary, a.summary
+    a = assess(view, STRICT)
+    assert a.status is Status.CRITICAL, a.summary
+    assert "no standby: b" in a.summary and "strict synchronous mode" in a.summary
+    assert "dbha sync relax -c /etc/dbha/pg.toml" in a.summary
+    relaxed = _v(view, db=replace(SYNC_PRIMARY_DB, sync_replication=False))
+    a = assess(relaxed, STRICT)
+    assert a.status is Status.WARNING and "relaxed" in a.summary, a.summary
+
+
+def test_a_working_standby_is_no_finding_and_a_replica_is_not_judged_for_it() -> None:
+    """Only a primary judges its standby; a replica whose primary is fine says OK
+    whatever the mode, and a healthy pair in strict mode is OK."""
+    assert assess(_v(PRIMARY, db=SYNC_PRIMARY_DB), STRICT).status is Status.OK
+    assert assess(_v(PRIMARY, peer=replace(PEER_REPLICA, eligible=None)), STRICT).status is (
+        Status.OK
+    )  # an older peer that does not say: not judged
+    assert assess(REPLICA, STRICT).status is Status.OK
+
+
+def test_the_status_reply_carries_the_peers_eligibility_to_the_check() -> None:
+    reply = {
+        "service": "pg",
+        "node": "a",
+        "peer": "b",
+        "role": "primary",
+        "epoch": 1,
+        "vip": {"held_here": True},
+        "database": {"reachable": True, "role": "primary", "writable": True},
+        "paths": {"lan": {"up": True}, "hb": {"up": True}},
+        "keeper_alive": True,
+        "peer_state": {"role": "replica", "epoch": 1, "db_reachable": True, "eligible": False},
+    }
+    a = assess(view_from_status(reply, LIMITS), LIMITS)
+    assert a.status is Status.WARNING and "b is not eligible" in a.summary, a.summary
+    reply["peer_state"] = {**reply["peer_state"], "eligible": True}  # type: ignore[dict-item]
+    assert assess(view_from_status(reply, LIMITS), LIMITS).status is Status.OK

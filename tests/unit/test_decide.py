@@ -14,7 +14,7 @@ import pytest
 
 from dbha.config import Config, from_dict
 from dbha.config.params import params
-from dbha.core.decide import decide
+from dbha.core.decide import announce, decide
 from dbha.core.model import (
     Announce,
     ArbiterView,
@@ -22,10 +22,12 @@ from dbha.core.model import (
     Decision,
     NodeRole,
     NodeState,
+    Notify,
     Observation,
     PeerView,
     PersistState,
     Position,
+    PrePromote,
     Rejoin,
     ReplicaInfo,
     Request,
@@ -210,6 +212,7 @@ CATCHING_UP = ReplicaInfo(name="b", state="catchup")
 PRIMARY_PEER = ann(R.PRIMARY)
 REPLICA_PEER = ann(R.REPLICA)
 PROMOTE_ALONE = [
+    "PrePromote",
     "PersistState",
     "Notify",
     "FencePeer",
@@ -218,7 +221,7 @@ PROMOTE_ALONE = [
     "AcquireVip",
     "Notify",
 ]
-PROMOTE_SYNC = [*PROMOTE_ALONE[:5], "SetSynchronous", *PROMOTE_ALONE[5:]]
+PROMOTE_SYNC = [*PROMOTE_ALONE[:6], "SetSynchronous", *PROMOTE_ALONE[6:]]
 ASK = ["RunSafetyCheck"]
 
 # (id, config, state, observation, rule, next role, action kinds)
@@ -562,7 +565,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         obs(replica_db(), silent(PRIMARY_PEER), safety=DEAD, arbiter=ArbiterView(1, False)),
         "failover-promote",
         R.PRIMARY,
-        ["ArbiterPromote", *PROMOTE_SYNC],
+        ["PrePromote", "ArbiterPromote", *PROMOTE_SYNC[1:]],
     ),
     (
         "arbiter: the primary holds the mark",
@@ -608,7 +611,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         obs(replica_db(received=100), heard(ann(R.HANDOVER, db_writable=False))),
         "handover-promote",
         R.PRIMARY,
-        ["PersistState", "Notify", "WaitReplayed", "Promote", "AcquireVip", "Notify"],
+        ["PrePromote", "PersistState", "Notify", "WaitReplayed", "Promote", "AcquireVip", "Notify"],
     ),
     (
         "peer hands over, we lack its last commits: wait",
@@ -630,7 +633,7 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         ),
         "handover-promote",
         R.PRIMARY,
-        ["PersistState", "Notify", "WaitReplayed", "Promote", "AcquireVip", "Notify"],
+        ["PrePromote", "PersistState", "Notify", "WaitReplayed", "Promote", "AcquireVip", "Notify"],
     ),
     # ---- epochs
     (
@@ -1140,7 +1143,108 @@ CASES: list[tuple[str, str, NodeState, Observation, str, NodeRole, list[str]]] =
         ),
         "switchover-start",
         R.HANDOVER,
-        ["Fence", "ReleaseVip", "Notify"],
+        ["Notify", "Fence", "ReleaseVip"],
+    ),
+    (
+        "switchover --dry-run on the primary: nothing changes, nothing is recorded",
+        "async",
+        st(R.PRIMARY),
+        obs(
+            primary_db(),
+            heard(REPLICA_PEER),
+            vip_held=True,
+            request=Request(RequestKind.SWITCHOVER, dry_run=True),
+            peer_lag_units=0,
+        ),
+        "switchover-dry-run",
+        R.PRIMARY,
+        [],
+    ),
+    (
+        "switchover --dry-run to a replica needing a resync: refused, nothing recorded",
+        "async",
+        st(R.PRIMARY),
+        obs(
+            primary_db(),
+            heard(ann(R.REPLICA, eligible=False, needs_resync=True)),
+            vip_held=True,
+            request=Request(RequestKind.SWITCHOVER, dry_run=True),
+        ),
+        "request-refused",
+        R.PRIMARY,
+        [],
+    ),
+    (
+        "switchover with maintenance on the peer: refused",
+        "async",
+        st(R.PRIMARY),
+        obs(
+            primary_db(),
+            heard(ann(R.REPLICA, maintenance=True)),
+            vip_held=True,
+            request=Request(RequestKind.SWITCHOVER),
+        ),
+        "request-refused",
+        R.PRIMARY,
+        ["Notify"],
+    ),
+    (
+        "switchover with maintenance on here, forced: starts",
+        "async",
+        st(R.PRIMARY, maintenance=True),
+        obs(
+            primary_db(),
+            heard(REPLICA_PEER),
+            vip_held=True,
+            request=Request(RequestKind.SWITCHOVER, force=True),
+        ),
+        "switchover-start",
+        R.HANDOVER,
+        ["Notify", "Fence", "ReleaseVip"],
+    ),
+    (
+        "switchover to a replica past the lag bound: refused",
+        "async",
+        st(R.PRIMARY),
+        obs(
+            primary_db(),
+            heard(REPLICA_PEER),
+            vip_held=True,
+            request=Request(RequestKind.SWITCHOVER),
+            peer_lag_units=10**12,
+        ),
+        "request-refused",
+        R.PRIMARY,
+        ["Notify"],
+    ),
+    (
+        "switchover to a replica past the lag bound, forced: starts",
+        "async",
+        st(R.PRIMARY),
+        obs(
+            primary_db(),
+            heard(REPLICA_PEER),
+            vip_held=True,
+            request=Request(RequestKind.SWITCHOVER, force=True),
+            peer_lag_units=10**12,
+        ),
+        "switchover-start",
+        R.HANDOVER,
+        ["Notify", "Fence", "ReleaseVip"],
+    ),
+    (
+        "switchover to a replica whose database does not answer: refused even forced",
+        "async",
+        st(R.PRIMARY),
+        obs(
+            primary_db(),
+            heard(ann(R.REPLICA, db_reachable=False)),
+            vip_held=True,
+            request=Request(RequestKind.SWITCHOVER, force=True),
+        ),
+        "request-refused",
+        R.PRIMARY,
+        ["Notify"],
     ),
     (
         "switchover with no eligible replica: refused",
@@ -1280,6 +1384,35 @@ def test_promotion_persists_the_new_epoch_before_promoting() -> None:
     assert kinds.index("PersistState") < kinds.index("Promote") < kinds.index("AcquireVip")
     assert (d.next_state.role, d.next_state.epoch) == (R.PRIMARY, 5)
     assert d.next_state.last_failover == 1_700_000_000.0
+
+
+PROMOTIONS = [
+    c for c in CASES if c[4] in ("failover-promote", "handover-promote", "failover-forced")
+]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "state", "observation", "rule"),
+    [pytest.param(*c[1:5], id=c[0]) for c in PROMOTIONS],
+)
+def test_every_promotion_asks_the_pre_promote_hook_before_it_changes_anything(
+    cfg: str, state: NodeState, observation: Observation, rule: str
+) -> None:
+    """A veto must leave the node as it was: PrePromote comes before the arbiter's
+    compare-and-set and before the new epoch is persisted, and says which kind of
+    promotion it is and at which epoch."""
+    d = decide(state, observation, params(CFG[cfg]))
+    first = d.actions[0]
+    assert isinstance(first, PrePromote)
+    kind = {"failover-promote": "failover", "handover-promote": "switchover"}.get(rule, "forced")
+    assert (first.kind, first.epoch) == (kind, d.next_state.epoch)
+    assert first.epoch > state.epoch
+    assert first.reason and d.reason.startswith(first.reason)
+    assert not any(isinstance(a, PrePromote) for a in d.actions[1:])
+
+
+def test_the_promotion_cases_cover_every_kind() -> None:
+    assert {c[4] for c in PROMOTIONS} == {"failover-promote", "handover-promote", "failover-forced"}
 
 
 def test_fallback_promotion_takes_the_mark_and_goes_async() -> None:
@@ -1484,3 +1617,43 @@ def test_a_refused_request_says_so_in_its_first_word() -> None:
     )
     assert d.rule == "request-refused"
     assert d.answer is not None and d.answer.startswith("refused: resync: ")
+
+
+@pytest.mark.parametrize(
+    ("planned", "event"), [(True, "switchover_promoting"), (False, "failover_started")]
+)
+def test_a_replica_names_the_promotion_after_why_the_peer_handed_over(
+    planned: bool, event: str
+) -> None:
+    """The history tells a planned switchover from a failover: the replica's start
+    event follows the handing-over peer's ``planned`` flag."""
+    peer = ann(R.HANDOVER, db_writable=False, planned=planned)
+    d = decide(st(R.REPLICA), obs(replica_db(received=100), heard(peer)), params(CFG["async"]))
+    assert d.rule == "handover-promote", d.reason
+    events = [a.event for a in d.actions if isinstance(a, Notify)]
+    assert events == [event, "promoted"]
+
+
+def test_a_node_handing_over_for_a_switchover_announces_it_planned() -> None:
+    """The flag the replica reads is what the switching primary announces."""
+    o = obs(
+        primary_db(), heard(REPLICA_PEER), vip_held=True, request=Request(RequestKind.SWITCHOVER)
+    )
+    d = decide(st(R.PRIMARY), o, params(CFG["async"]))
+    assert d.rule == "switchover-start"
+    assert announce(d.next_state, o).planned is True
+    assert announce(st(R.PRIMARY), o).planned is False
+
+
+def test_a_replica_announces_how_far_it_is_behind_by_its_own_account() -> None:
+    """What it has not received of the primary's announced position plus what it has
+    received and not applied: the primary's switchover check reads this, fresh on
+    the replica's side, rather than comparing a probe-old position with its own."""
+    local = replace(replica_db(received=100), lag_bytes=30)
+    o = obs(local, heard(PRIMARY_PEER), lag_units=5)
+    assert announce(st(R.REPLICA), o).behind == 35
+    assert (
+        announce(st(R.REPLICA), obs(replace(local, lag_bytes=None), heard(PRIMARY_PEER))).behind
+        is None
+    )
+    assert announce(st(R.PRIMARY), o).behind is None

@@ -597,3 +597,27 @@ def test_a_round_due_soon_goes_out_with_the_peers_round() -> None:
     assert round_due(0.6, 0.0, 1.0, True) == 0.6  # 0.6 interval: at its time
     assert round_due(0.4, 0.0, 1.0, False) == 0.4  # no new round of the peer's
     assert round_due(-0.1, 0.0, 1.0, True) == -0.1  # already due: not pushed later
+
+
+def test_a_planned_handover_round_trips_and_an_older_beat_without_it_is_not_planned() -> None:
+    b = beat(role=NodeRole.HANDOVER, planned=True)
+    assert decode(encode(b, KEY), KEY) == b
+    obj = json.loads(payload())
+    del obj["plan"]  # a sender from before the flag
+    old = decode(signed(json.dumps(obj).encode()), KEY)
+    assert isinstance(old, Beat) and old.planned is False
+
+
+def test_a_planned_flag_that_is_not_a_bool_is_dropped() -> None:
+    assert isinstance(decode(signed(payload(plan=1)), KEY), Drop)
+
+
+def test_a_replicas_own_lag_round_trips_and_is_optional() -> None:
+    b = beat(role=NodeRole.REPLICA, behind=1234)
+    assert decode(encode(b, KEY), KEY) == b
+    obj = json.loads(payload())
+    del obj["lag"]
+    old = decode(signed(json.dumps(obj).encode()), KEY)
+    assert isinstance(old, Beat) and old.behind is None
+    assert isinstance(decode(signed(payload(lag=-1)), KEY), Drop)
+    assert isinstance(decode(signed(payload(lag="12")), KEY), Drop)

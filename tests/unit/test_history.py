@@ -88,3 +88,11 @@ def test_an_event_reads_as_one_line() -> None:
         "b epoch 3 primary  promoted (1.500 s): epoch 3"
     )
     assert history.time_of({"at": True}) == 0.0 and history.time_of(e) == 0.0
+
+
+def test_a_promotion_after_a_planned_handover_carries_its_duration(tmp_path: Path) -> None:
+    h = History(tmp_path, "pg", "b")
+    h.record("switchover_promoting", "a handed over (planned switchover)", 3, "replica")
+    h.record("promoted", "epoch 4", 4, "primary")
+    (promoted,) = [e for e in history.read(tmp_path) if e["event"] == "promoted"]
+    assert promoted["duration_s"] >= 0

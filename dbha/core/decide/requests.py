@@ -47,14 +47,25 @@ def request_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
             answer=f"maintenance {word}",
         )
     if kind is RequestKind.SWITCHOVER:
-        why = _switchover_blocker(state, obs)
+        why = _switchover_blocker(p, state, obs, req.force)
+        if req.dry_run:
+            if why is not None:
+                return decision(
+                    state, "request-refused", f"switchover refused: {why}", answer=f"refused: {why}"
+                )
+            return decision(
+                state,
+                "switchover-dry-run",
+                f"switchover dry run: {p.peer} could take over; nothing changed",
+                answer=f"switchover possible: {_plan(p, obs)}",
+            )
         if why is None:
             # Read-only first, its sessions ended while their clients still reach this
-            # address; this fence must succeed. Then the VIP goes.
-            acts: list[Action] = [FENCE]
+            # address; this fence must succeed. Then the VIP goes. The event comes
+            # first: the write pause it starts is measured from it.
+            acts: list[Action] = [notify("switchover_started", _plan(p, obs)), FENCE]
             if obs.vip_held:
                 acts.append(RELEASE_VIP)
-            acts.append(notify("switchover_started"))
             return decision(
                 replace(state, role=NodeRole.HANDOVER, since=obs.now, switching=True),
                 "switchover-start",
@@ -120,19 +131,48 @@ def _refuse(state: NodeState, why: str) -> Decision:
     return decision(state, "request-refused", why, [notify(event, why)], answer=answer)
 
 
-def _switchover_blocker(state: NodeState, obs: Observation) -> str | None:
+# The words of a switchover refused only for the lag bound: ``dbha switchover``
+# (dbha.node.switchover) asks again for a while, as a replica under load moves
+# about its bound; every other refusal is final.
+LAG_REFUSAL = "behind, more than the bound"
+
+
+def _switchover_blocker(p: Params, state: NodeState, obs: Observation, force: bool) -> str | None:
+    """Why a switchover to the peer may not start now (None: it may). ``force``
+    passes maintenance and the lag bound, never the rest: the replica still takes
+    over only once it has received everything (dbha.core.decide.roles)."""
     if state.role is not NodeRole.PRIMARY:
         return f"this node is {state.role.value}, not the primary"
     last = obs.peer.last
     if last is None or obs.peer.silent:
-        return "the peer is not heard"
+        return f"{p.peer} is not heard"
+    if last.needs_resync:
+        return f"{p.peer} needs a resync"
+    if not last.db_reachable:
+        return f"{p.peer}'s database does not answer"
     if not last.eligible or last.epoch != state.epoch:
-        return "the peer is not an eligible replica"
+        return f"{p.peer} is not an eligible replica ({last.role.value}, epoch {last.epoch})"
     if not obs.local.reachable:
         return "the local database does not answer"
     if state.sync_mark is not None:
-        return "the replica is not in sync yet (replica-not-in-sync mark)"
+        return f"{p.peer} is not in sync yet (replica-not-in-sync mark)"
+    if not force:
+        if state.maintenance or last.maintenance:
+            who = p.me if state.maintenance else p.peer
+            return f"maintenance is on ({who}): turn it off first, or --force"
+        # An unknown lag does not refuse: the replica takes over only once it has
+        # received everything, and the bound only keeps the write pause short.
+        lag = obs.peer_lag_units
+        if lag is not None and lag > p.lag_units:
+            return f"{p.peer} is {lag} {LAG_REFUSAL} {p.lag_units}: --force"
     return None
+
+
+def _plan(p: Params, obs: Observation) -> str:
+    lag = obs.peer_lag_units
+    return f"{p.me} hands over to {p.peer} (" + (
+        "lag unknown)" if lag is None else f"{lag} behind, bound {p.lag_units})"
+    )
 
 
 def _relax_blocker(p: Params, state: NodeState, obs: Observation, force: bool) -> str | None:

@@ -70,7 +70,9 @@ def replica_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
         if last is not None and last.role is NodeRole.HANDOVER and last.epoch == state.epoch:
             why = _handover_blocker(p, state, obs, last)
             if why is None:
-                return promotion(p, state, obs, "handover-promote", f"{p.peer} handed over", False)
+                planned = "switchover_promoting" if last.planned else "failover_started"
+                said = f"{p.peer} handed over" + (" (planned switchover)" if last.planned else "")
+                return promotion(p, state, obs, "handover-promote", said, False, event=planned)
             return decision(state, "handover-not-ready", f"{p.peer} hands over, but {why}")
         if (
             p.sync
@@ -393,7 +395,13 @@ def fenced_rules(p: Params, state: NodeState, obs: Observation) -> Decision:
             state,
             "fenced-wait",
             "fenced, needs a resync"
-            + ("" if p.auto_rejoin else " (automatic rejoin is off: run dbha resync)"),
+            + (
+                " (automatic rejoin is off: run dbha resync)"
+                if not p.auto_rejoin
+                else " (maintenance is on: run dbha resync)"
+                if state.maintenance or (obs.peer.last is not None and obs.peer.last.maintenance)
+                else ""
+            ),
             stop_serving(obs) if (obs.vip_held or obs.local.writable) else (),
         )
     last = obs.peer.last

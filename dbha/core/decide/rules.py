@@ -26,6 +26,7 @@ from dbha.core.model import (
     Observation,
     PersistState,
     Position,
+    PrePromote,
     Rejoin,
     Role,
     Verdict,
@@ -44,6 +45,13 @@ PREPARE_EVERY = 5.0
 # (seconds) whatever it reports: until then the mark keeps the replica ineligible,
 # and commits do not wait for a replica that is still catching up.
 REARM_AFTER = 30.0
+
+# What the pre_promote hook is told of each promotion rule (PrePromote.kind).
+PROMOTION_KINDS = {
+    "failover-promote": "failover",
+    "handover-promote": "switchover",
+    "failover-forced": "forced",
+}
 
 SERVING = (NodeRole.PRIMARY, NodeRole.PROMOTING)
 ASK_SAFETY = (NodeRole.PRIMARY, NodeRole.PROMOTING, NodeRole.REPLICA, NodeRole.FENCED)
@@ -101,7 +109,19 @@ def announce(state: NodeState, obs: Observation) -> Announce:
         needs_resync=state.needs_resync,
         sync_mark=state.sync_mark,
         eligible=eligible(state, obs),
+        planned=state.role is NodeRole.HANDOVER and state.switching,
+        behind=behind(obs) if state.role is NodeRole.REPLICA else None,
     )
+
+
+def behind(obs: Observation) -> int | None:
+    """A replica's lag by its own account: not yet received (against the primary's
+    announced position) plus received and not applied; None when neither is known."""
+    local = obs.local
+    backlog = local.lag_bytes if local.lag_bytes is not None else local.lag_transactions
+    if obs.lag_units is None and backlog is None:
+        return None
+    return (obs.lag_units or 0) + (backlog or 0)
 
 
 def verdict_after_beat(obs: Observation, verdict: Verdict) -> bool:
@@ -269,8 +289,11 @@ def promotion(
     why: str,
     unilateral: bool,
     answer: str | None = None,
+    event: str = "failover_started",
 ) -> Decision:
-    """Bump and persist the epoch, then promote, then take the VIP."""
+    """Ask the pre_promote hook, bump and persist the epoch, then promote, then take
+    the VIP. ``event`` names the start in the node's history (``switchover_promoting``
+    when the peer handed over for a planned switchover)."""
     last = obs.peer.last
     epoch = max(state.epoch, last.epoch if last is not None else 0) + 1
     # Alone after a unilateral promotion: in fallback/arbiter modes commit
@@ -287,11 +310,13 @@ def promotion(
         fenced_at=None,
         clear_pos=None,
     )
-    acts: list[Action] = []
+    # The operator's hook first: its veto must come before anything changes (the
+    # arbiter's record, the new epoch on disk).
+    acts: list[Action] = [PrePromote(PROMOTION_KINDS.get(rule, "failover"), epoch, why)]
     if p.sync and p.fallback == "arbiter":
         acts.append(ArbiterPromote(state.epoch, mark is not None))
     acts.append(PersistState(promoting))
-    acts.append(notify("failover_started", why))
+    acts.append(notify(event, why))
     if unilateral:
         acts.append(FENCE_PEER)
     acts += [WAIT_REPLAYED, PROMOTE]
@@ -348,13 +373,17 @@ def rejoin_decision(
 
 
 def can_rejoin(p: Params, state: NodeState, obs: Observation) -> Announce | None:
+    """The peer to rejoin automatically (None: not now). Maintenance on either node
+    pauses it, as it pauses failover: the operator's ``dbha resync`` still works."""
     last = obs.peer.last
     if (
         p.auto_rejoin
+        and not state.maintenance
         and state.needs_resync
         and last is not None
         and not obs.peer.silent
         and last.role is NodeRole.PRIMARY
+        and not last.maintenance
         and last.db_reachable
         and last.epoch >= state.epoch
     ):
