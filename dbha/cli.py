@@ -16,7 +16,25 @@ from dbha import __version__
 from dbha.errors import ConfigError, DbhaError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The top group; ``dbha lab`` is imported only when it is asked for, so that
+    ``dbha run`` (a supervisor restarting while its peer is dead counts every
+    tenth of a second) does not load the lab and what it imports."""
+
+    LAZY = "lab"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), self.LAZY})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name == self.LAZY:
+            from dbha.lab.cli import lab
+
+            return lab
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dbha")
 def main() -> None:
     """dbha: high availability for a PostgreSQL or MySQL/MariaDB pair in mirror mode.
@@ -469,18 +487,6 @@ def failover_cmd(path: str, to: str, force: bool) -> None:
 def resync_cmd(path: str, force: bool) -> None:
     """Rejoin the local node as a replica of the peer."""
     _answer(_ask(_load(path), {"cmd": "resync", "force": force}, timeout=ACTING_REQUEST_TIMEOUT))
-
-
-# ------------------------------------------------------------------------ lab
-
-
-def _register_lab() -> None:
-    from dbha.lab.cli import lab
-
-    main.add_command(lab)
-
-
-_register_lab()
 
 
 def run() -> None:
