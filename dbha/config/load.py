@@ -40,6 +40,9 @@ from dbha.config.model import (
     DEFAULT_HEARTBEAT_MISSES,
     DEFAULT_HEARTBEAT_RISE,
     DEFAULT_HOOK_TIMEOUT_MS,
+    DEFAULT_HTTP_MAX_CONNECTIONS,
+    DEFAULT_HTTP_PORT,
+    DEFAULT_HTTP_REQUEST_TIMEOUT_MS,
     DEFAULT_LOG_FORMAT,
     DEFAULT_LOG_LEVEL,
     DEFAULT_MAX_LAG_BYTES,
@@ -71,6 +74,7 @@ from dbha.config.model import (
     HeartbeatConfig,
     HeartbeatPath,
     HooksConfig,
+    HttpConfig,
     LogConfig,
     NodeConfig,
     PeerConfig,
@@ -187,6 +191,7 @@ def from_dict(data: Mapping[str, object], source: str = "<dict>") -> Config:
         hooks=_hooks(root.table("hooks")),
         checks=tuple(_check(t) for t in root.tables("check", required=False, max_items=32)),
         log=_log(root.table("log")),
+        http=_http(root.table("http")) if root.has("http") else None,
     )
     for t in (node_t, peer_t, root):
         t.finish()
@@ -408,6 +413,36 @@ def _check(t: Table) -> CheckConfig:
     return cfg
 
 
+def _http(t: Table) -> HttpConfig:
+    cfg = HttpConfig(
+        address=t.need("address", ip_address, _NO_IP),
+        port=t.get("port", integer(1, 65535), DEFAULT_HTTP_PORT),
+        cert_file=t.opt("cert_file", absolute_path),
+        key_file=t.opt("key_file", absolute_path),
+        client_ca_file=t.opt("client_ca_file", absolute_path),
+        auth_file=t.opt("auth_file", absolute_path),
+        max_connections=t.get("max_connections", integer(1, 4096), DEFAULT_HTTP_MAX_CONNECTIONS),
+        request_timeout_ms=t.get(
+            "request_timeout_ms", integer(100, 60_000), DEFAULT_HTTP_REQUEST_TIMEOUT_MS
+        ),
+    )
+    if (cfg.cert_file is None) != (cfg.key_file is None) and t.report.ok(
+        t.key("cert_file"), t.key("key_file")
+    ):
+        given, other = (
+            ("cert_file", "key_file") if cfg.key_file is None else ("key_file", "cert_file")
+        )
+        t.missing(other, f" (TLS needs both; {t.key(given)} is set)")
+    if cfg.client_ca_file is not None and cfg.cert_file is None and t.report.ok(t.key("cert_file")):
+        t.report.add(
+            t.key("client_ca_file"),
+            str(cfg.client_ca_file),
+            f"client certificates need TLS: set {t.key('cert_file')} and {t.key('key_file')}",
+        )
+    t.finish()
+    return cfg
+
+
 def _log(t: Table) -> LogConfig:
     cfg = LogConfig(
         format=_pick(t, "format", LOG_FORMATS, DEFAULT_LOG_FORMAT),
@@ -472,4 +507,15 @@ def summary(cfg: Config) -> str:
         f"behaviour    auto_rejoin {'on' if cfg.service.auto_rejoin else 'off'}; "
         f"log {cfg.log.format}, level {cfg.log.level}",
     ]
+    if cfg.http is not None:
+        h = cfg.http
+        guard = [
+            *(["client certificate"] if h.client_ca_file else []),
+            *(["basic auth"] if h.auth_file else []),
+        ]
+        lines += [
+            f"http         {'https' if h.tls else 'http'}://{h.address}:{h.port}; at most "
+            f"{h.max_connections} connections, {h.request_timeout_ms} ms a request",
+            f"             /status and /metrics: {' or '.join(guard) if guard else 'open'}",
+        ]
     return "\n".join(lines)

@@ -65,6 +65,9 @@ DEFAULT_CHECK_INTERVAL_MS = 2000
 DEFAULT_CHECK_TIMEOUT_MS = 1000
 DEFAULT_CHECK_FALL = 3
 DEFAULT_CHECK_RISE = 2
+DEFAULT_HTTP_PORT = 8008
+DEFAULT_HTTP_MAX_CONNECTIONS = 256
+DEFAULT_HTTP_REQUEST_TIMEOUT_MS = 2000
 DEFAULT_LOG_FORMAT: LogFormat = "text"
 DEFAULT_LOG_LEVEL: LogLevel = "info"
 
@@ -224,6 +227,24 @@ class CheckConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """The HTTP door (dbha.node.http): health endpoints, /status and /metrics."""
+
+    address: IPAddress
+    port: int
+    cert_file: Path | None  # TLS when set, with key_file
+    key_file: Path | None
+    client_ca_file: Path | None  # client certificates signed by it may read /status, /metrics
+    auth_file: Path | None  # "user:password" for basic auth on /status and /metrics
+    max_connections: int
+    request_timeout_ms: int  # the whole request: connect to last byte written
+
+    @property
+    def tls(self) -> bool:
+        return self.cert_file is not None
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     format: LogFormat
     level: LogLevel
@@ -245,3 +266,4 @@ class Config:
     hooks: HooksConfig
     checks: tuple[CheckConfig, ...]
     log: LogConfig
+    http: HttpConfig | None = None  # the HTTP door: off unless [http] is given

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ def cross_check(cfg: Config, r: Report) -> None:
     _check_targets(cfg, r)
     _check_engine(cfg, r)
     _check_replication(cfg, r)
+    _check_http(cfg, r)
     names: dict[str, int] = {}
     for i, c in enumerate(cfg.checks):
         key = f"check[{i}]"
@@ -45,6 +47,21 @@ def cross_check(cfg: Config, r: Report) -> None:
                 c.timeout_ms,
                 f"must be shorter than {key}.interval_ms ({c.interval_ms})",
             )
+
+
+def _check_http(cfg: Config, r: Report) -> None:
+    """The HTTP door must not take the TCP port of the peer door on a heartbeat path
+    (dbha.node.control listens on each path's local address and port)."""
+    h = cfg.http
+    if h is None or not r.ok("http.address", "http.port"):
+        return
+    for i, p in enumerate(cfg.heartbeat.paths):
+        key = f"heartbeat.path[{i}]"
+        if not r.ok(f"{key}.local_address", f"{key}.port") or p.port != h.port:
+            continue
+        if h.address == p.local_address:
+            r.add("http.port", h.port, f"is the peer door's port on {key} ({p.local_address})")
+            return
 
 
 def _check_timing(cfg: Config, r: Report) -> None:
@@ -316,6 +333,19 @@ def _file_findings(cfg: Config) -> list[tuple[str, bool]]:
         path = getattr(cfg.database, key)
         if path is not None:
             secrets.append((f"database.{key}", path, 1))
+    h = cfg.http
+    if h is not None:
+        secrets += [
+            (f"http.{k}", p, 1)
+            for k, p in (("key_file", h.key_file), ("auth_file", h.auth_file))
+            if p
+        ]
+        for key, path in (
+            ("http.cert_file", h.cert_file),
+            ("http.client_ca_file", h.client_ca_file),
+        ):
+            if path is not None and (why := _readable_problem(path)):
+                found.append((problem(key, str(path), why), why == _MISSING))
     for key, path, min_size in secrets:
         why = _secret_problem(path, min_size)
         if why:
@@ -374,14 +404,26 @@ def _secret_problem(path: Path, min_size: int) -> str | None:
     return None
 
 
+def _readable_problem(path: Path) -> str | None:
+    """A file that is not secret (a certificate) but must be there and readable."""
+    return _file_problem(path, stat.S_ISREG, "is not a regular file", os.R_OK, "read")
+
+
 def _device_problem(path: Path) -> str | None:
+    not_device = "is not a character device (a watchdog device such as /dev/watchdog)"
+    return _file_problem(path, stat.S_ISCHR, not_device, os.W_OK, "written")
+
+
+def _file_problem(
+    path: Path, is_kind: Callable[[int], bool], not_kind: str, access: int, verb: str
+) -> str | None:
     st, why = _stat(path)
     if st is None:
         return why
-    if not stat.S_ISCHR(st.st_mode):
-        return "is not a character device (a watchdog device such as /dev/watchdog)"
-    if not os.access(path, os.W_OK):
-        return f"cannot be written by this user (uid {os.getuid()})"
+    if not is_kind(st.st_mode):
+        return not_kind
+    if not os.access(path, access):
+        return f"cannot be {verb} by this user (uid {os.getuid()})"
     return None
 
 
