@@ -37,6 +37,7 @@ from dbha.core.model import (
     PrePromote,
     Promote,
     Rejoin,
+    ReleaseVip,
     Request,
     RequestKind,
     Role,
@@ -49,6 +50,7 @@ from dbha.errors import DbhaError
 from dbha.node import history, logs, observe, reload, restartmem, sdnotify, statefile, statusview
 from dbha.node.alerts import Alerts
 from dbha.node.control import LocalControlServer, PeerControlServer
+from dbha.node.http import Feed
 from dbha.node.parts import NodeParts
 from dbha.node.safetyloop import SafetyRunner
 
@@ -137,6 +139,8 @@ class Supervisor:
         )
         self.ticking_every = self.interval  # the period the loop waits out now
         self._keeper: subprocess.Popen[bytes] | None = None
+        self.feed = Feed(self.status, parts.metrics)  # what the HTTP door reads
+        self.door = parts.http_door(self.feed)
         self._local = LocalControlServer(cfg.service.control_socket, self._handle)
         self._peer_door = PeerControlServer(
             [(str(p.local_address), p.port) for p in hb.paths], self.key, self._handle
@@ -162,6 +166,8 @@ class Supervisor:
     def start(self) -> None:
         self._started_at = time.monotonic()
         self._preflight()
+        if self.door is not None:
+            self.door.start()  # a door configured but not listening stops the start
         db = self.observer.probe_once()
         # Without a state file, a node whose database is a primary (writable or
         # read-only: a fenced primary, or one configured to start read-only) starts
@@ -238,8 +244,9 @@ class Supervisor:
         sdnotify.notify("STOPPING=1")
         self._notify("stopping", "")
         self._lease(None, quit_keeper=True)
-        for part in (self._local, self._peer_door):
-            part.stop()
+        for part in (self._local, self._peer_door, self.door):
+            if part is not None:
+                part.stop()
         self.observer.stop()
         self.driver.close()
         self.checks.stop()
@@ -255,6 +262,7 @@ class Supervisor:
                 began = time.monotonic()
                 before = self.state
                 d = self.tick()
+                self.feed.ticked(began, time.monotonic())
                 steady = self._steady(before, d)
                 period = self.steady_period if steady else self.interval
                 next_tick, delay = plan_wait(
@@ -322,6 +330,7 @@ class Supervisor:
         for ev in self.heartbeat.drain_events():
             self._notify(ev.kind.value, ev.path or "")
         d = decide(self.state, obs, self.params)
+        self.parts.metrics.decisions.labels(d.rule).inc()
         if not obs.local.commits_blocked:
             self._blocked_since = None
         elif self._blocked_since is None:
@@ -334,6 +343,7 @@ class Supervisor:
             self._lease(d.lease_until)
             if d.lease_until is not None:
                 deadline = d.lease_until - LEASE_MARGIN
+        self.feed.stepping_down(any(isinstance(a, Fence | ReleaseVip) for a in d.actions))
         out = self.executor.run(d.actions, deadline)
         if obs.local.reachable and any(isinstance(a, _CHANGES_DB) for a in d.actions[: out.done]):
             # Probes may be rarer than ticks: the next decision must see what these
@@ -418,6 +428,7 @@ class Supervisor:
             log.error("could not save the node state: %s", exc)
 
     def _lease(self, until: float | None, quit_keeper: bool = False) -> None:
+        self.feed.lease(None if quit_keeper else until)
         k = self._keeper
         if k is None or k.stdin is None or k.poll() is not None:
             return

@@ -148,6 +148,7 @@ class DbObserver:
         # Called when a probe's answer differs from the last one in more than its
         # positions and lag figures (see _probe_gist).
         self.on_change: Callable[[], None] | None = None
+        self.on_probe: Callable[[float], None] | None = None  # each probe's duration, s
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dbha-db", daemon=True)
@@ -159,7 +160,10 @@ class DbObserver:
         self._stop.set()
 
     def probe_once(self) -> DbStatus:
+        began = time.monotonic()
         st = self.driver.probe(self.timeout)
+        if self.on_probe is not None:
+            self.on_probe(time.monotonic() - began)
         with self._lock:
             before = self._latest
             self._latest = (st, time.monotonic())

@@ -27,6 +27,9 @@ from dbha.node.checkscripts import CheckRunner
 from dbha.node.executor import Executor, Parts, Timeouts
 from dbha.node.history import History
 from dbha.node.hooks import Event, HookRunner, PrePromoteHook
+from dbha.node.http import Feed, HttpDoor
+from dbha.node.httpviews import Bounds
+from dbha.node.metrics import Metrics
 from dbha.node.observe import DbObserver
 from dbha.node.settings import SettingsWatch
 
@@ -75,12 +78,14 @@ class NodeParts:
             rise=hb.rise,
             settings=self.settings.digest,
         )
+        self.metrics = Metrics()  # served by the HTTP door when [http] is set
         self.observer = DbObserver(
             self.driver,
             cfg.database.probe_interval_ms / 1000,
             cfg.database.statement_timeout_ms / 1000,
             retry_every=self.interval,
         )
+        self.observer.on_probe = self.metrics.probe_seconds.observe
         self.checks = CheckRunner(cfg.checks)
         self.hooks = HookRunner(cfg.hooks.on_event, cfg.hooks.timeout_ms / 1000)
         self.pre_promote_hook = PrePromoteHook(
@@ -118,6 +123,14 @@ class NodeParts:
             Timeouts.of(self.cfg),
         )
 
+    def http_door(self, feed: Feed) -> HttpDoor | None:
+        """The HTTP door of ``[http]`` (None without it), answering from ``feed``;
+        the lag bounds are read at each request (a reload changes them)."""
+        if self.cfg.http is None:
+            return None
+        feed.metrics.watch(feed.metrics_view)
+        return HttpDoor(self.cfg.http, lambda: lag_bounds(self.cfg), feed.view, feed.metrics)
+
     def fence_peer(self, timeout: float) -> None:
         """The operator's fence command (fence.command), if there is one."""
         cmd = self.cfg.fence.command
@@ -145,12 +158,18 @@ class NodeParts:
             time.time(),
             detail,
         )
+        self.metrics.event(event)
         problem = self.history.record(event, detail, state.epoch, state.role.value)
         if problem is not None:
             log.warning("%s", problem)
         self.hooks.fire(ev)
         level = logging.WARNING if event in LOUD_EVENTS else logging.INFO
         log.log(level, "event %s%s", event, f": {detail}" if detail else "")
+
+
+def lag_bounds(cfg: Config) -> Bounds:
+    r = cfg.replication
+    return Bounds(cfg.database.engine, r.max_lag_bytes, r.max_lag_transactions, r.max_lag_seconds)
 
 
 def look_alone(cfg: Config, timeout: float) -> tuple[DbStatus, bool | None, str | None]:

@@ -47,6 +47,8 @@ def status(
         "sync_mark": st.sync_mark,
         "maintenance": st.maintenance,
         "last_failover": st.last_failover,
+        # "async", or the synchronous mode's answer to a gone replica
+        "sync_mode": cfg.replication.sync_fallback if cfg.replication.mode == "sync" else "async",
         "vip": {
             "address": str(cfg.vip.address),
             "held_here": obs.vip_held if obs else None,
