@@ -118,6 +118,13 @@ def install() -> None:
     "docs/lab.md). Default: keep the lab's choice, else dbha. A change rebuilds "
     "both pairs.",
 )
+@click.option(
+    "--haproxy/--no-haproxy",
+    "haproxy",
+    default=None,
+    help="Run HAProxy in host c, routing writes and reads by the supervisors' HTTP "
+    "doors (docs/lab.md). Default: keep the lab's choice, else none.",
+)
 @pass_ctx
 def up(
     c: LabContext,
@@ -125,11 +132,14 @@ def up(
     supervisors: bool | None,
     profile: str | None,
     pairs: str | None,
+    haproxy: bool | None,
 ) -> None:
     """Build the lab, or repair what is missing (idempotent); write each node's
     dbha config (and start the supervisors)."""
     try:
-        t = c.lab().up(sync=sync, supervisors=supervisors, profile=profile, pairs=pairs)
+        t = c.lab().up(
+            sync=sync, supervisors=supervisors, profile=profile, pairs=pairs, haproxy=haproxy
+        )
     except DbhaError as exc:
         _fail(exc)
     steps = ", ".join(f"{k} {v:.1f}s" for k, v in t.steps)

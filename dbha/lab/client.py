@@ -435,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="JSON lines, appended")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds (at most 3600)")
     parser.add_argument("--address", help="connect here instead of the service's VIP")
+    parser.add_argument("--port", type=int, help="and to this port (default: the service's)")
     parser.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT)
     parser.add_argument("--statement-timeout", type=float, default=STATEMENT_TIMEOUT)
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between writes")
@@ -449,7 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     target = Target(
         engine=svc.engine,
         address=args.address or svc.vip,
-        port=svc.port,
+        port=args.port or svc.port,
         database=svc.database,
         user=svc.app_user,
         password_file=args.password_file,

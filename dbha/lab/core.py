@@ -22,6 +22,7 @@ from dbha.lab import operator as op
 from dbha.lab import status as labstatus
 from dbha.lab import supervisors as sup
 from dbha.lab import topology as topo
+from dbha.lab.haproxy import HAProxy
 from dbha.lab.layout import DEFAULT_ROOT, Layout
 from dbha.lab.maria import MariaNode, wait_replicating
 from dbha.lab.pg import PgNode, wait_streaming
@@ -53,6 +54,7 @@ class Lab:
         self.dir = self.layout.root
         self.meta_path = self.layout.meta_path
         self.supervisors = sup.Supervisors(self.prefix, self.layout)
+        self.haproxy = HAProxy(self.prefix, self.layout)
 
     # -- nodes ----------------------------------------------------------------
 
@@ -98,6 +100,7 @@ class Lab:
         supervisors: bool | None = None,
         profile: str | None = None,
         pairs: str | None = None,
+        haproxy: bool | None = None,
     ) -> Timings:
         """Build or repair the whole lab; returns how long each step took.
 
@@ -107,7 +110,9 @@ class Lab:
         lab follows ``supervisors.START_BY_DEFAULT``). ``pairs``: build the pairs as
         dbha wants them ("dbha") or as an operator following each engine's own
         documentation would ("operator", see ``dbha.lab.operator``), or keep the
-        lab's choice (None; a new lab: "dbha"). Changing it rebuilds both pairs."""
+        lab's choice (None; a new lab: "dbha"). Changing it rebuilds both pairs.
+        ``haproxy``: run HAProxy in host c, routing by the supervisors' HTTP doors
+        (dbha.lab.haproxy; it needs the supervisors), or not, or keep (None)."""
         mode: sup.Command | None
         if supervisors is None:
             meta = self.meta()
@@ -130,6 +135,10 @@ class Lab:
             profile = str(self.meta().get("profile", "default"))
         if profile not in topo.PROFILES:
             raise LabError(f"no profile {profile!r} (one of {', '.join(topo.PROFILES)})")
+        if haproxy is None:
+            haproxy = bool(self.meta().get("haproxy", False))
+        if haproxy and mode != "run":
+            raise LabError("--haproxy routes by the supervisors' HTTP doors: start supervisors")
         built = self.layout.pairs()
         if pairs is None:
             pairs = built
@@ -146,6 +155,7 @@ class Lab:
             sync=sync,
             profile=profile,
             pairs=pairs,
+            haproxy=haproxy,
             created=self.meta().get("created", time.time()),
         )
         net.build(self.prefix)
@@ -163,7 +173,27 @@ class Lab:
             t.mark("supervisors")
         else:
             self.stop_supervisors()
+        if haproxy:
+            self.haproxy.start()
+            self._wait_routed()
+            t.mark("haproxy")
+        else:
+            self.haproxy.stop()
         return t
+
+    def _wait_routed(self) -> None:
+        """With HAProxy on: wait (bounded) until its write backend of each service
+        routes to exactly one node (it marks a primary up after its rise checks)."""
+        if not self.meta().get("haproxy"):
+            return
+        for service in topo.SERVICES:
+            name = f"{service}_write"
+
+            def one(name: str = name) -> bool:
+                servers = self.haproxy.servers().get(name, {})
+                return sum(state == "UP" for state in servers.values()) == 1
+
+            wait_until(one, VIP_TIMEOUT, f"HAProxy to route {service} writes to one node", 0.2)
 
     # -- supervisors ----------------------------------------------------------
 
@@ -295,6 +325,7 @@ class Lab:
                 self.supervisors.start(service, host, mode)
             if mode == "run":
                 self._wait_vip(service)
+                self._wait_routed()
             else:
                 for host in topo.DB_HOSTS:
                     self.supervisors.wait_held(service, host)
@@ -472,6 +503,11 @@ class Lab:
             done += self._start_dead_supervisors(mode)
         self._save_meta(faults=[])
         done += self._wait_replication()
+        if self.meta().get("haproxy") and mode == "run":
+            if self.haproxy.pid() is None:
+                self.haproxy.start()
+                done.append("started haproxy")
+            self._wait_routed()
         return done
 
     def _start_dead_supervisors(self, mode: sup.Command) -> list[str]:

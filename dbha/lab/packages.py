@@ -33,6 +33,8 @@ NEEDED = {
     "/usr/sbin/sysctl": "procps",
     "/usr/bin/tcpdump": "tcpdump",
     "/usr/sbin/nft": "nftables",
+    "/usr/sbin/haproxy": "haproxy",
+    "/usr/bin/curl": "curl",
 }
 POLICY = Path("/usr/sbin/policy-rc.d")
 APT_TIMEOUT = 900.0

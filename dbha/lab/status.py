@@ -13,6 +13,7 @@ from dbha.errors import LabError
 from dbha.lab import net
 from dbha.lab import supervisors as sup
 from dbha.lab import topology as topo
+from dbha.lab.haproxy import HAProxy, backend
 from dbha.lab.layout import Layout
 from dbha.lab.maria import MariaNode
 from dbha.lab.pg import PgNode
@@ -36,6 +37,9 @@ class LabView(Protocol):
     def node(self, service: str, host: str) -> PgNode | MariaNode: ...
 
     def vip_holders(self, service: str) -> list[str]: ...
+
+    @property
+    def haproxy(self) -> HAProxy: ...
 
 
 def gather(lab: LabView, proof: bool = True) -> dict[str, Any]:
@@ -66,6 +70,10 @@ def gather(lab: LabView, proof: bool = True) -> dict[str, Any]:
         if have
         else {}
     )
+    haproxy: dict[str, Any] | None = None
+    if meta.get("haproxy"):
+        haproxy = lab.haproxy.status()
+        haproxy_problems(haproxy, problems)
     return {
         "prefix": lab.prefix,
         "directory": str(lab.dir),
@@ -80,7 +88,25 @@ def gather(lab: LabView, proof: bool = True) -> dict[str, Any]:
         "faults": faults,
         "netem": net.netem_active(lab.dir),
         "services": services,
+        "haproxy": haproxy,
     }
+
+
+def haproxy_problems(h: dict[str, Any], problems: list[str]) -> None:
+    """HAProxy down, or a write backend routing to other than exactly one node."""
+    if not h.get("alive"):
+        problems.append("haproxy is not running")
+        return
+    if "error" in h:
+        problems.append(f"haproxy does not answer: {h['error']}")
+        return
+    for service in topo.SERVICES:
+        servers = h.get("servers", {}).get(backend(service, "write"), {})
+        up = [name for name, state in servers.items() if state == "UP"]
+        if len(up) != 1:
+            problems.append(
+                f"haproxy routes {service} writes to {len(up)} nodes ({', '.join(up) or 'none'})"
+            )
 
 
 def _service_status(
@@ -278,6 +304,16 @@ def render_status(st: dict[str, Any]) -> str:
         if proof:
             res = f"ok in {proof['seconds']}s" if proof["ok"] else f"FAILED: {proof['error']}"
             out.append(f"  write proof: {res}")
+    h = st.get("haproxy")
+    if h is not None:
+        if not h.get("alive"):
+            out.append("haproxy: NOT running")
+        else:
+            routes = "; ".join(
+                f"{name} -> {', '.join(n for n, v in servers.items() if v == 'UP') or 'none'}"
+                for name, servers in h.get("servers", {}).items()
+            )
+            out.append(f"haproxy: pid {h['pid']} in host c: {routes or h.get('error')}")
     if st["netem"]:
         out.append("netem: " + ", ".join(st["netem"]))
     for p in st["problems"]:

@@ -234,6 +234,8 @@ def render(
         replication.append(("sync_fallback", "fallback"))
     lines += _table("replication", replication)
     lines += _table("log", [("format", "text"), ("level", "info")])
+    # The HTTP door, where the lab's HAProxy (dbha lab up --haproxy) asks /primary.
+    lines += _table("http", [("address", topo.HOSTS[host].lan), ("port", svc.http_port)])
     return "\n".join(lines) + "\n"
 
 

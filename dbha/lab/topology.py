@@ -46,6 +46,7 @@ class Service:
     heartbeat_port: int
     primary: str  # host that is primary when the lab is built
     replica: str
+    http_port: int = 8008  # each supervisor's HTTP door, on its LAN address
     database: str = "app"
     app_user: str = "app"
 
@@ -64,7 +65,9 @@ PATHS: dict[str, Path] = {
 
 SERVICES: dict[str, Service] = {
     "pg": Service("pg", "postgresql", 5432, "198.18.0.100", 5405, primary="a", replica="b"),
-    "mariadb": Service("mariadb", "mariadb", 3306, "198.18.0.101", 5406, primary="b", replica="a"),
+    "mariadb": Service(
+        "mariadb", "mariadb", 3306, "198.18.0.101", 5406, primary="b", replica="a", http_port=8009
+    ),
 }
 
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")

@@ -6,6 +6,7 @@ Run as root from the repository root (it builds and removes its own lab, prefix
     .venv/bin/python -m tests.bench.bench_failover [--runs 5] [--profile default|fast]
                                                   [--async] [--faults kill-host,kill-db,stop-db]
                                                   [--client-timeouts STATEMENT,CONNECT]
+                                                  [--through vip,haproxy]
 
 A lab with dbha supervisors on both hosts (synchronous replication unless
 --async), the client in host c writing through each service's VIP. For each
@@ -13,7 +14,10 @@ engine and fault, --runs times: the fault hits the primary at a random phase
 of the client's write loop; the sample is the time from the fault to the
 first write acknowledged after it took effect (the client's monotonic clock,
 the same in every namespace). After each run the lab is healed and the pair
-rebuilt as it was. Every run is also checked as the lab tests check it: no
+rebuilt as it was. ``--through haproxy`` runs HAProxy in host c (dbha lab up
+--haproxy) and has the client write through its write frontend, which routes by
+the supervisors' HTTP doors; ``vip,haproxy`` measures both, run by run. Every
+run is also checked as the lab tests check it: no
 acknowledged write missing, never two reachable VIP holders, the VIP on the
 one writable node; a run that fails a check is reported, not counted.
 Prints one line per run and a JSON summary (median and max per engine and
@@ -33,6 +37,7 @@ from typing import Any
 
 from dbha.errors import DbhaError
 from dbha.lab import client as cl
+from dbha.lab import haproxy as hx
 from dbha.lab import scenario
 from dbha.lab import topology as topo
 from dbha.lab.core import Lab
@@ -54,6 +59,10 @@ def _problems(o: scenario.ScenarioOutcome) -> list[str]:
     return out
 
 
+def _haproxy_args(service: str) -> list[str]:
+    return ["--address", topo.HOSTS[hx.HOST].lan, "--port", str(hx.FRONTENDS[service][0])]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -69,7 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{cl.STATEMENT_TIMEOUT:g},{cl.CONNECT_TIMEOUT:g}): it cannot see a write "
         "through again before its in-flight write times out",
     )
+    ap.add_argument("--through", default="vip", help="vip, haproxy, or vip,haproxy")
     args = ap.parse_args(argv)
+    ways = [w for w in args.through.split(",") if w]
+    if not ways or not set(ways) <= {"vip", "haproxy"}:
+        ap.error("--through: vip, haproxy or vip,haproxy")
     client_args: list[str] = []
     if args.client_timeouts:
         try:
@@ -88,37 +101,45 @@ def main(argv: list[str] | None = None) -> int:
     bad: list[str] = []
     work = Path(tempfile.mkdtemp(prefix="dbha-bench-failover-"))
     try:
-        t = lab.up(sync=args.sync, install=False, supervisors=True, profile=args.profile)
+        t = lab.up(
+            sync=args.sync,
+            install=False,
+            supervisors=True,
+            profile=args.profile,
+            haproxy="haproxy" in ways,
+        )
         print(f"lab up in {t.total:.1f} s ({'sync' if args.sync else 'async'}, {args.profile})")
         for service in services:
-            for fault in faults:
-                key = f"{service} {fault}"
-                for i in range(args.runs):
-                    lab.heal()
-                    lab.rebuild_service(service)
-                    out = work / f"{service}-{fault}-{i}.jsonl"
-                    try:
-                        o = scenario.run(
-                            lab, service, fault, scenario.primary_fault(lab, service, fault), out,
-                            expect_takeover=True, client_args=client_args,
-                        )  # fmt: skip
-                    except DbhaError as exc:
-                        bad.append(f"{key} run {i + 1}: {exc}")
-                        print(f"{key} run {i + 1}: FAILED: {exc}", flush=True)
-                        continue
-                    problems = _problems(o)
-                    if problems or o.recovery is None:
-                        bad.append(f"{key} run {i + 1}: {'; '.join(problems) or 'no recovery'}")
-                        print(f"{key} run {i + 1}: NOT COUNTED: {bad[-1]}", flush=True)
-                        continue
-                    samples.setdefault(key, []).append(o.recovery)
-                    print(f"{key} run {i + 1}: {o.recovery:.3f} s", flush=True)
+            runs = [(f, i, w) for f in faults for i in range(args.runs) for w in ways]
+            for fault, i, way in runs:
+                key = f"{service} {fault}" + (f" via {way}" if len(ways) > 1 else "")
+                lab.heal()
+                lab.rebuild_service(service)
+                out = work / f"{service}-{fault}-{i}-{way}.jsonl"
+                extra = client_args + (_haproxy_args(service) if way == "haproxy" else [])
+                try:
+                    o = scenario.run(
+                        lab, service, fault, scenario.primary_fault(lab, service, fault), out,
+                        expect_takeover=True, client_args=extra,
+                    )  # fmt: skip
+                except DbhaError as exc:
+                    bad.append(f"{key} run {i + 1}: {exc}")
+                    print(f"{key} run {i + 1}: FAILED: {exc}", flush=True)
+                    continue
+                problems = _problems(o)
+                if problems or o.recovery is None:
+                    bad.append(f"{key} run {i + 1}: {'; '.join(problems) or 'no recovery'}")
+                    print(f"{key} run {i + 1}: NOT COUNTED: {bad[-1]}", flush=True)
+                    continue
+                samples.setdefault(key, []).append(o.recovery)
+                print(f"{key} run {i + 1}: {o.recovery:.3f} s", flush=True)
     finally:
         lab.down()
     summary: dict[str, Any] = {
         "profile": args.profile,
         "sync": args.sync,
         "runs": args.runs,
+        "through": ways,
         "client_timeouts_s": args.client_timeouts
         or f"{cl.STATEMENT_TIMEOUT:g},{cl.CONNECT_TIMEOUT:g}",
         "fault_to_first_write_s": {

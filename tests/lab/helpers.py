@@ -57,13 +57,16 @@ def ping(
 
 
 @contextlib.contextmanager
-def supervised_lab(lab: Lab, suffix: str, pairs: str = "dbha") -> Iterator[Lab]:
+def supervised_lab(
+    lab: Lab, suffix: str, pairs: str = "dbha", haproxy: bool = False
+) -> Iterator[Lab]:
     """A lab beside the session's (its prefix plus ``suffix``), synchronous, with
     dbha supervisors on both hosts, its pairs built by dbha's lab or as their
-    operators would (``pairs``); torn down when the block ends."""
+    operators would (``pairs``), with HAProxy in host c routing by the supervisors'
+    HTTP doors when ``haproxy``; torn down when the block ends."""
     other = Lab(lab.prefix + suffix)
     try:
-        other.up(sync=True, install=False, supervisors=True, pairs=pairs)
+        other.up(sync=True, install=False, supervisors=True, pairs=pairs, haproxy=haproxy)
         yield other
     finally:
         other.down()

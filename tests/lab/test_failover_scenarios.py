@@ -11,6 +11,8 @@ writable node. Times are printed and recorded, never asserted.
 
 from __future__ import annotations
 
+import itertools
+import json
 import signal
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import pytest
 
 from dbha.errors import LabError
 from dbha.lab import client as cl
+from dbha.lab import haproxy as hx
 from dbha.lab import net
 from dbha.lab import scenario as scenarios
 from dbha.lab import topology as topo
@@ -42,7 +45,7 @@ def slab(lab: Lab, request: pytest.FixtureRequest) -> Iterator[Lab]:
     """A second lab, synchronous, with dbha supervisors on both hosts: once with the
     pairs built by dbha's lab, once with pairs built as their operators would
     (docs/lab.md): every scenario runs on both."""
-    with supervised_lab(lab, PAIRS[request.param], pairs=request.param) as other:
+    with supervised_lab(lab, PAIRS[request.param], pairs=request.param, haproxy=True) as other:
         yield other
 
 
@@ -302,3 +305,175 @@ def test_7_a_replica_behind_the_primary_does_not_promote_until_an_operator_force
     in_sync = {a.seq for a in log_.acks if a.t < hung_at}
     assert not lost & in_sync, sorted(lost & in_sync)
     record_property(f"{service}_forced_lost_writes", len(lost))
+
+
+# ------------------------------------------------- behind HAProxy (the HTTP door)
+
+
+def _through_haproxy(service: str) -> list[str]:
+    """The client's arguments to write through HAProxy's write frontend in host c."""
+    return ["--address", topo.HOSTS[hx.HOST].lan, "--port", str(hx.FRONTENDS[service][0])]
+
+
+def _routed(lab: Lab, service: str) -> list[str]:
+    servers = lab.haproxy.servers()[hx.backend(service, "write")]
+    return sorted(name for name, state in servers.items() if state == "UP")
+
+
+def _wait_routed(lab: Lab, service: str, host: str) -> None:
+    wait_until(
+        lambda: _routed(lab, service) == [host],
+        20.0,
+        f"HAProxy to route {service} writes to {host}",
+    )
+
+
+def _one_writer(lab: Lab, service: str, seen: int, start: str) -> list[tuple[str, str]]:
+    """HAProxy's write backend since log offset ``seen``, replayed from ``start`` the
+    only server UP: it never held two UP at once. The timeline, for the message."""
+    timeline = hx.write_timeline(lab.haproxy.log_text()[seen:], service)
+    starts = {h: h == start for h in topo.DB_HOSTS}
+    assert hx.most_up_at_once(timeline, starts) == 1, timeline
+    return timeline
+
+
+def _primary_host_dies(lab: Lab, service: str, out: Path) -> scenarios.ScenarioOutcome:
+    """The kill-host scenario with the client writing through HAProxy."""
+    fault = scenarios.primary_fault(lab, service, "kill-host")
+    args = _through_haproxy(service)
+    return scenarios.run(
+        lab, service, "kill-host", fault, out, expect_takeover=True, client_args=args
+    )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_8_writes_through_haproxy_follow_the_primary_host_death(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """The client writes through HAProxy, which routes by the doors' /primary. The
+    primary host dies: nothing acknowledged is lost, HAProxy routed writes to one
+    node at a time (its log's server state changes say so), and ends on the new
+    primary. Fault to first write through HAProxy is printed and recorded."""
+    svc = topo.SERVICES[service]
+    _wait_routed(pair, service, svc.primary)
+    seen = len(pair.haproxy.log_text())
+    o = _primary_host_dies(pair, service, tmp_path / "client.jsonl")
+    _common(o, record_property)
+    _took_over(o)
+    timeline = _one_writer(pair, service, seen, svc.primary)
+    assert (svc.replica, "UP") in timeline, timeline
+    assert _routed(pair, service) == [svc.replica]
+    print(f"haproxy write backend: {timeline}")
+    if o.recovery is not None:
+        record_property(f"{service}_haproxy_kill_host_to_first_write_s", round(o.recovery, 3))
+
+
+def _switchover(lab: Lab, service: str, host: str, to: str) -> dict[str, object]:
+    cfg = str(lab.supervisors.paths(service, host).config)
+    argv = [sys.executable, "-m", "dbha", "switchover", "-c", cfg, "--yes", "--json", "--to", to]
+    res = ns_exec(lab, host, *argv, timeout=150)
+    lines = res.stdout.strip().splitlines()
+    assert res.returncode == 0 and lines, (res.returncode, res.stdout, res.stderr)
+    return dict(json.loads(lines[-1]))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_9_switchovers_through_haproxy_lose_nothing_and_route_to_one_node(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """A planned switchover and back, the client writing through HAProxy: every
+    acknowledged write is on the pair, HAProxy never routed writes to two nodes,
+    and the longest pause the client saw is printed and recorded."""
+    svc = topo.SERVICES[service]
+    _wait_routed(pair, service, svc.primary)
+    seen = len(pair.haproxy.log_text())
+    out = tmp_path / "client.jsonl"
+    client = cl.start_client(pair, service, out, 240, extra=_through_haproxy(service))
+    pauses = []
+    try:
+        cl.wait_for(out, lambda log: len(log.acks) >= 40, 30, "acknowledged writes")
+        begun = time.monotonic()
+        for old, new in ((svc.primary, svc.replica), (svc.replica, svc.primary)):
+            t0 = time.monotonic()
+            got = _switchover(pair, service, old, new)
+            assert got["result"] == "done", got
+
+            def moved(log: cl.ClientLog, t0: float = t0, new: str = new) -> bool:
+                return sum(a.t > t0 and a.node == new for a in log.acks) >= 20
+
+            cl.wait_for(out, moved, 30, f"writes acknowledged by {new} through HAProxy")
+            _wait_routed(pair, service, new)
+            acks = [a.t for a in cl.read_log(out).acks if a.t > t0 - 1]
+            pauses.append(max(b - a for a, b in itertools.pairwise(acks)))
+    finally:
+        cl.stop_client(client)
+    log = cl.read_log(out)
+    verdict = cl.verify(pair, service, log, fault_at=begun)
+    print(f"\n{service} switchovers through HAProxy: {verdict.summary()}")
+    print(f"  longest client pause per switchover: {', '.join(f'{p:.3f} s' for p in pauses)}")
+    assert verdict.missing == {h: [] for h in verdict.missing}, verdict.summary()
+    assert verdict.primary == svc.primary
+    timeline = _one_writer(pair, service, seen, svc.primary)
+    assert timeline.count((svc.replica, "UP")) == 1, timeline
+    record_property(f"{service}_haproxy_switchover_pause_max_s", round(max(pauses), 3))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_10_idle_and_slow_clients_on_the_door_do_not_stop_a_failover(
+    pair: Lab, service: str, tmp_path: Path, record_property: RecordProperty
+) -> None:
+    """200 idle connections and 5 slowloris clients on the replica's HTTP door, kept
+    up (each one the door closes at its request timeout is opened again) while the
+    primary host dies: the replica's heartbeat paths stay up under the attack, it
+    takes over as without it, HAProxy still finds it by its door and routes writes
+    to it, and nothing acknowledged is lost. The door counted what it cut off."""
+    svc = topo.SERVICES[service]
+    _wait_routed(pair, service, svc.primary)
+    door = (topo.HOSTS[svc.replica].lan, svc.http_port)
+    attack = subprocess.Popen(
+        pair.exec_argv(
+            "c",
+            [sys.executable, "-m", "tests.lab.door_attack", door[0], str(door[1]), "60"],
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        before = supervisor_status(pair, service, svc.replica)["local"]["paths"]
+        time.sleep(4.0)  # twice the door's request timeout: the attack is in full swing
+        during = supervisor_status(pair, service, svc.replica)["local"]["paths"]
+        assert {p: v["changes"] for p, v in during.items()} == {
+            p: v["changes"] for p, v in before.items()
+        }, (before, during)
+        assert all(v["up"] for v in during.values()), during
+        o = _primary_host_dies(pair, service, tmp_path / "client.jsonl")
+        metrics = ns_exec(
+            pair,
+            "c",
+            sys.executable,
+            "-c",
+            "import urllib.request as u, sys; "
+            f"sys.stdout.write(u.urlopen('http://{door[0]}:{door[1]}/metrics', timeout=5)"
+            ".read().decode())",
+        )
+    finally:
+        attack.terminate()
+        out, err = attack.communicate(timeout=30)
+    assert out.strip(), f"the attack said nothing: {err[-2000:]}"
+    counts = json.loads(out.strip().splitlines()[-1])
+    print(f"\n{o.line()}\n  attack on {svc.replica}'s door: {counts}")
+    _common(o, record_property)
+    _took_over(o)
+    assert _routed(pair, service) == [svc.replica]
+    assert counts["opened"] >= 205 and counts["closed_by_door"] >= 200, counts
+    assert metrics.returncode == 0, metrics.stderr
+    timeouts = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.stdout.splitlines()
+        if line.startswith('dbha_http_refused_total{reason="timeout"}')
+    ]
+    assert timeouts and timeouts[0] >= 200, metrics.stdout[-2000:]
+    if o.recovery is not None:
+        record_property(f"{service}_haproxy_under_attack_to_first_write_s", round(o.recovery, 3))
